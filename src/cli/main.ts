@@ -1,0 +1,37 @@
+import { Command, CommanderError } from 'commander';
+import { LisaError } from '../errors.js';
+import { formatInspect, inspectCheckpoint } from './inspect.js';
+
+/** Exit codes: 0 success, 1 runtime error (bad file, bad model), 2 usage error. */
+export async function main(argv: readonly string[]): Promise<number> {
+  const program = new Command()
+    .name('lisa')
+    .description('LISA reasoning segmentation in TypeScript: inspect checkpoints, run and evaluate the model')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  program
+    .command('inspect')
+    .description('list every tensor in a checkpoint (a folder, an index .json, a .bin or a .safetensors) with a summary')
+    .argument('<path>', 'checkpoint folder or file')
+    .option('--json', 'print machine-readable JSON')
+    .action((path: string, opts: { json?: boolean }) => {
+      const report = inspectCheckpoint(path);
+      process.stdout.write((opts.json ? JSON.stringify(report, null, 2) : formatInspect(report)) + '\n');
+    });
+
+  try {
+    await program.parseAsync(argv as string[]);
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // --help and --version also end here, with exit code 0.
+      return e.exitCode === 0 ? 0 : 2;
+    }
+    if (e instanceof LisaError) {
+      process.stderr.write(`lisa: ${e.message}\n`);
+      return e.exitCode;
+    }
+    throw e;
+  }
+}
