@@ -1,0 +1,152 @@
+import type { Graph } from './graph.js';
+import { attr, type Value } from './ir.js';
+import { MS_DOMAIN } from './ops.js';
+
+/**
+ * Composite layers built from primitive ops, shared by CLIP, LLaMA and SAM. Built from primitives (not one
+ * opaque fused op) so that training's autodiff sees only ops with gradient rules; a fused fast path can
+ * replace one where it measures faster and gives the same numbers.
+ */
+
+/** torch.finfo(torch.float32).min: what HF LLaMA puts in masked attention positions. */
+export const F32_MIN = -3.4028234663852886e38;
+
+/** `x @ weight.T + bias`, as nn.Linear with weight [out, in] stored as in PyTorch. */
+export function linear(g: Graph, x: Value, weightT: Value, bias: Value | null): Value {
+  const y = g.matmul(x, weightT);
+  return bias ? g.add(y, bias) : y;
+}
+
+/** [B, S, H*D] → [B, H, S, D]. */
+export function splitHeads(g: Graph, x: Value, heads: number, headDim: number): Value {
+  return g.transpose(g.reshape(x, [0, 0, heads, headDim]), [0, 2, 1, 3]);
+}
+/** [B, H, S, D] → [B, S, H*D]. */
+export function mergeHeads(g: Graph, x: Value, heads: number, headDim: number): Value {
+  return g.reshape(g.transpose(x, [0, 2, 1, 3]), [0, 0, heads * headDim]);
+}
+
+export interface AttentionOptions {
+  /** 1/sqrt(head_dim) unless given. */
+  scale?: number;
+  /** Query i may attend key j only when j <= past + i (decoder self-attention). */
+  causal?: boolean;
+  /** Additive bias broadcast onto the [B, H, S, T] scores (e.g. a padding mask, or SAM's relative positions). */
+  bias?: Value;
+}
+
+/**
+ * Scaled dot-product attention on [B, H, S, D] queries and [B, Hkv, T, D] keys/values (Hkv divides H:
+ * grouped-query attention repeats each kv head H/Hkv times, as HF's repeat_kv). Softmax in float32.
+ */
+export function attention(g: Graph, q: Value, k: Value, v: Value, opts: AttentionOptions = {}): Value {
+  const heads = q.shape[1] as number, kvHeads = k.shape[1] as number, headDim = q.shape[3] as number;
+  if (heads % kvHeads !== 0) throw new Error(`attention: ${heads} query heads do not divide into ${kvHeads} kv heads`);
+  if (kvHeads !== heads) { k = repeatKv(g, k, heads / kvHeads); v = repeatKv(g, v, heads / kvHeads); }
+  const scale = opts.scale ?? 1 / Math.sqrt(headDim);
+  let scores = g.mul(g.matmul(q, g.transpose(k, [0, 1, 3, 2])), g.scalar(scale));
+  if (opts.causal) scores = g.add(scores, causalMask(g, q, k));
+  if (opts.bias) scores = g.add(scores, opts.bias);
+  return g.matmul(g.softmax(scores, -1), v);
+}
+
+function repeatKv(g: Graph, x: Value, n: number): Value {
+  const h = x.shape[1] as number, d = x.shape[3] as number;
+  const e = g.expand(g.unsqueeze(x, [2]), [1, 1, n, 1, 1]);
+  return g.reshape(e, [0, h * n, -1, d]);
+}
+
+/** [S, T] additive mask: 0 where key j <= (T - S) + i, F32_MIN elsewhere. S and T may be symbolic. */
+export function causalMask(g: Graph, q: Value, k: Value): Value {
+  const s = g.gather(g.shapeOf(q), g.constant('int64', [], [2]));
+  const t = g.gather(g.shapeOf(k), g.constant('int64', [], [2]));
+  const one = g.constant('int64', [], [1]);
+  const rows = g.range(g.sub(t, s), t, one); // absolute positions of the queries
+  const cols = g.range(g.constant('int64', [], [0]), t, one);
+  const future = g.greater(g.unsqueeze(cols, [0]), g.unsqueeze(rows, [1]));
+  return g.where(future, g.scalar(F32_MIN), g.scalar(0));
+}
+
+/**
+ * Rotary position embedding as HF LLaMA applies it (rotate_half form, not interleaved):
+ * x * cos + rotate_half(x) * sin with cos/sin = cos/sin(pos * inv_freq) repeated over both halves.
+ * `x` is [B, H, S, D]; `positions` is [B, S] float32; `invFreq` is [D/2] float32.
+ */
+export function rotary(g: Graph, x: Value, positions: Value, invFreq: Value): { out: Value; cos: Value; sin: Value } {
+  const { cos, sin } = rotaryCosSin(g, positions, invFreq);
+  return { out: applyRotary(g, x, cos, sin), cos, sin };
+}
+
+/** cos/sin tables [B, 1, S, D] for `positions` [B, S]. */
+export function rotaryCosSin(g: Graph, positions: Value, invFreq: Value): { cos: Value; sin: Value } {
+  const freqs = g.mul(g.unsqueeze(positions, [2]), invFreq); // [B, S, D/2]
+  const emb = g.unsqueeze(g.concat([freqs, freqs], -1), [1]); // [B, 1, S, D]
+  return { cos: g.cos(emb), sin: g.sin(emb) };
+}
+
+export function applyRotary(g: Graph, x: Value, cos: Value, sin: Value): Value {
+  const d = x.shape[3] as number;
+  const x1 = g.slice(x, [0], [d / 2], [3]);
+  const x2 = g.slice(x, [d / 2], [d], [3]);
+  const rotated = g.concat([g.neg(x2), x1], 3);
+  return g.add(g.mul(x, cos), g.mul(rotated, sin));
+}
+
+/**
+ * onnxruntime's fused RotaryEmbedding (com.microsoft) on [B, S, H*D] with cos/sin caches [maxPos, D/2] and
+ * int64 position ids [B, S]; same maths as `rotary` in the non-interleaved layout.
+ */
+export function rotaryFused(g: Graph, x: Value, positionIds: Value, cosCache: Value, sinCache: Value, numHeads: number): Value {
+  return g.node('RotaryEmbedding', [x, positionIds, cosCache, sinCache], { interleaved: attr.i(0), num_heads: attr.i(numHeads) }, MS_DOMAIN)[0]!;
+}
+
+// ---- SAM image-encoder helpers -------------------------------------------------------------------------
+
+/** SAM's window_partition: [B, H, W, C] → ([B*nW, ws, ws, C], padded H, W); pads bottom/right with zeros. */
+export function windowPartition(g: Graph, x: Value, ws: number): { windows: Value; hp: number; wp: number } {
+  const [b, h, w, c] = x.shape as number[];
+  const padH = (ws - (h! % ws)) % ws, padW = (ws - (w! % ws)) % ws;
+  if (padH || padW) x = g.pad(x, [0, 0, 0, 0, 0, padH, padW, 0]);
+  const hp = h! + padH, wp = w! + padW;
+  const r = g.reshape(x, [b!, hp / ws, ws, wp / ws, ws, c!]);
+  return { windows: g.reshape(g.transpose(r, [0, 1, 3, 2, 4, 5]), [-1, ws, ws, c!]), hp, wp };
+}
+
+/** SAM's window_unpartition: back to [B, H, W, C], dropping the padding. */
+export function windowUnpartition(g: Graph, windows: Value, ws: number, hp: number, wp: number, h: number, w: number): Value {
+  const c = windows.shape[3] as number;
+  const r = g.reshape(windows, [-1, hp / ws, wp / ws, ws, ws, c]);
+  let x = g.reshape(g.transpose(r, [0, 1, 3, 2, 4, 5]), [-1, hp, wp, c]);
+  if (hp > h || wp > w) x = g.slice(x, [0, 0], [h, w], [1, 2]);
+  return x;
+}
+
+/**
+ * SAM's get_rel_pos indices: row i, column j of the [q, k] grid picks entry
+ * long(i·max(k/q,1) − j·max(q/k,1) + (k−1)·max(q/k,1)) of the [2·max(q,k)−1, C] table. (When a stored table
+ * has another length the official code first resizes it linearly; the model loader does that.)
+ */
+export function relPosIndices(q: number, k: number): BigInt64Array {
+  const qScale = Math.max(k / q, 1), kScale = Math.max(q / k, 1);
+  const out = new BigInt64Array(q * k);
+  for (let i = 0; i < q; i++) for (let j = 0; j < k; j++) out[i * k + j] = BigInt(Math.trunc(i * qScale - j * kScale + (k - 1) * kScale));
+  return out;
+}
+
+/**
+ * SAM's add_decomposed_rel_pos: attn [B, q_h*q_w, k_h*k_w] += rel_h + rel_w, where
+ * rel_h[b,h,w,k] = Σc q[b,h,w,c]·Rh[h,k,c] and rel_w likewise over the width axis.
+ * `q` is [B, q_h*q_w, C]; `relPosH` [2*q_h-1, C] and `relPosW` [2*q_w-1, C] are the stored tables.
+ */
+export function addDecomposedRelPos(g: Graph, attn: Value, q: Value, relPosH: Value, relPosW: Value, qSize: [number, number], kSize: [number, number]): Value {
+  const [qh, qw] = qSize, [kh, kw] = kSize;
+  const c = q.shape[2] as number;
+  const rh = g.gather(relPosH, g.constant('int64', [qh, kh], relPosIndices(qh, kh))); // [qh, kh, C]
+  const rw = g.gather(relPosW, g.constant('int64', [qw, kw], relPosIndices(qw, kw))); // [qw, kw, C]
+  const rq = g.reshape(q, [-1, qh, qw, c]);
+  const relH = g.matmul(rq, g.transpose(rh, [0, 2, 1])); // [B, qh, qw, kh]
+  const relW = g.transpose(g.matmul(g.transpose(rq, [0, 2, 1, 3]), g.transpose(rw, [0, 2, 1])), [0, 2, 1, 3]); // [B, qh, qw, kw]
+  const a = g.reshape(attn, [-1, qh, qw, kh, kw]);
+  const sum = g.add(g.add(a, g.unsqueeze(relH, [4])), g.unsqueeze(relW, [3]));
+  return g.reshape(sum, [-1, qh * qw, kh * kw]);
+}

@@ -1,0 +1,209 @@
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, linkSync, mkdirSync, openSync, realpathSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { availableParallelism, homedir } from 'node:os';
+import { join } from 'node:path';
+import ort from 'onnxruntime-node';
+import { LisaError } from '../errors.js';
+import type { DType } from '../io/dtype.js';
+import { RandomAccessFile } from '../io/file.js';
+import type { Graph } from './graph.js';
+import type { Initializer, Value } from './ir.js';
+import { serializeModel, type Placement } from './onnx.js';
+import { hostTensor, type HostTensor } from './tensor.js';
+
+export interface EngineOptions {
+  /** Where compiled graphs and converted weights are kept between runs. Default: $LISA_CACHE or ~/.cache/lisa-ts. */
+  cacheDir?: string;
+  /** onnxruntime intra-op threads. Default: all cores. */
+  threads?: number;
+  /** onnxruntime execution providers, in order of preference. Default: ['cpu']. */
+  executionProviders?: string[];
+}
+
+/** Initializers at most this big are stored inside model.onnx; bigger ones go to external data. */
+const INLINE_LIMIT = 4096;
+const ALIGN = 64;
+
+export function defaultCacheDir(): string {
+  return process.env.LISA_CACHE ?? join(homedir(), '.cache', 'lisa-ts');
+}
+
+/**
+ * Compiles graphs into a disk cache and opens onnxruntime sessions on them.
+ *
+ * A compiled graph is a folder `<cache>/graphs/<name>-<key>/` holding model.onnx, data.bin (weights that had
+ * to be written: computed ones and constants) and hard links to weight files used in place. The key hashes
+ * the serialised graph and every weight's identity (file, size, mtime, offset; or computed key), so a second
+ * run with the same model finds the folder and neither rebuilds nor re-converts anything.
+ */
+export class Engine {
+  readonly cacheDir: string;
+  readonly threads: number;
+  readonly executionProviders: string[];
+
+  constructor(opts: EngineOptions = {}) {
+    this.cacheDir = opts.cacheDir ?? defaultCacheDir();
+    this.threads = opts.threads ?? availableParallelism();
+    this.executionProviders = opts.executionProviders ?? ['cpu'];
+    if (!Number.isInteger(this.threads) || this.threads < 1) throw new LisaError(`threads must be a positive integer, got ${opts.threads}`);
+  }
+
+  /** Writes (or finds) the compiled graph on disk; returns its folder. */
+  compile(graph: Graph): { dir: string; cached: boolean } {
+    if (graph.outputs.length === 0) throw new Error(`graph ${graph.name} has no outputs`);
+    const graphsDir = join(this.cacheDir, 'graphs');
+    mkdirSync(graphsDir, { recursive: true });
+    const staging = join(graphsDir, `.staging-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
+    mkdirSync(staging);
+    try {
+      const layout = planLayout(graph, staging);
+      const model = serializeModel(graph, (v) => layout.placement.get(v.id)!);
+      const hash = createHash('sha256').update(model);
+      for (const id of layout.identities) hash.update(id);
+      const dir = join(graphsDir, `${graph.name.replace(/[^\w.-]/g, '_')}-${hash.digest('hex').slice(0, 20)}`);
+      if (existsSync(join(dir, 'model.onnx'))) return { dir, cached: true };
+      writeData(join(staging, 'data.bin'), layout.toWrite);
+      writeAll(join(staging, 'model.onnx'), [model]);
+      try {
+        renameSync(staging, dir);
+      } catch (e) {
+        // Another process finished the same graph first: theirs is as good as ours.
+        if (!existsSync(join(dir, 'model.onnx'))) throw e;
+      }
+      return { dir, cached: false };
+    } finally {
+      rmSync(staging, { recursive: true, force: true });
+    }
+  }
+
+  /** Compiles `graph` and opens a session on it. */
+  async load(graph: Graph): Promise<EngineSession> {
+    const { dir } = this.compile(graph);
+    const session = await ort.InferenceSession.create(join(dir, 'model.onnx'), {
+      intraOpNumThreads: this.threads,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      graphOptimizationLevel: 'all',
+      executionProviders: this.executionProviders,
+    });
+    return new EngineSession(graph.name, session, graph.inputs, graph.outputs);
+  }
+}
+
+interface Layout {
+  placement: Map<number, Placement>;
+  /** Strings that identify every weight's content, hashed into the cache key. */
+  identities: string[];
+  toWrite: { offset: number; init: Initializer }[];
+}
+
+function planLayout(graph: Graph, staging: string): Layout {
+  const placement = new Map<number, Placement>();
+  const identities: string[] = [];
+  const toWrite: { offset: number; init: Initializer }[] = [];
+  const links = new Map<string, string>(); // real path → link name in the graph folder
+  let dataSize = 0;
+  const toData = (init: Initializer, length: number): void => {
+    dataSize = Math.ceil(dataSize / ALIGN) * ALIGN;
+    placement.set(init.value.id, { kind: 'external', location: 'data.bin', offset: dataSize, length });
+    toWrite.push({ offset: dataSize, init });
+    dataSize += length;
+  };
+  for (const init of graph.initializers) {
+    const src = init.source;
+    if (src.kind === 'bytes') {
+      identities.push(`bytes:${createHash('sha256').update(src.bytes).digest('hex')}`);
+      if (src.bytes.byteLength <= INLINE_LIMIT) placement.set(init.value.id, { kind: 'inline', bytes: src.bytes });
+      else toData(init, src.bytes.byteLength);
+    } else if (src.kind === 'computed') {
+      identities.push(`computed:${src.key}`);
+      toData(init, src.byteLength);
+    } else {
+      const real = realpathSync(src.span.path);
+      const st = statSync(real);
+      identities.push(`file:${real}:${st.size}:${st.mtimeMs}:${st.ino}:${src.span.offset}:${src.span.length}`);
+      let name = links.get(real);
+      if (name === undefined) {
+        name = `w${links.size}-${createHash('sha256').update(real).digest('hex').slice(0, 12)}.bin`;
+        try {
+          // ONNX external data must live under the model's folder: a hard link puts it there for free.
+          linkSync(real, join(staging, name));
+        } catch {
+          name = ''; // another filesystem: copy this file's tensors into data.bin instead
+        }
+        links.set(real, name);
+      }
+      if (name) placement.set(init.value.id, { kind: 'external', location: name, offset: src.span.offset, length: src.span.length });
+      else toData(init, src.span.length);
+    }
+  }
+  return { placement, identities, toWrite };
+}
+
+function writeData(path: string, items: { offset: number; init: Initializer }[]): void {
+  const fd = openSync(path, 'w');
+  try {
+    for (const { offset, init } of items) {
+      const src = init.source;
+      let bytes: Uint8Array;
+      if (src.kind === 'bytes') bytes = src.bytes;
+      else if (src.kind === 'computed') {
+        bytes = src.produce();
+        if (bytes.byteLength !== src.byteLength) throw new Error(`computed weight ${init.value.name} produced ${bytes.byteLength} bytes, expected ${src.byteLength}`);
+      } else {
+        const f = new RandomAccessFile(src.span.path);
+        try { bytes = f.read(src.span.offset, src.span.length, init.value.name); } finally { f.close(); }
+      }
+      let done = 0;
+      while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done, offset + done);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function writeAll(path: string, chunks: Uint8Array[]): void {
+  const fd = openSync(path, 'w');
+  try {
+    for (const c of chunks) { let done = 0; while (done < c.byteLength) done += writeSync(fd, c, done, c.byteLength - done); }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const ORT_TYPES: Partial<Record<DType, ort.Tensor.Type>> = {
+  float32: 'float32', float16: 'float16', float64: 'float64', int64: 'int64', int32: 'int32', int16: 'int16', int8: 'int8', uint8: 'uint8', bool: 'bool',
+};
+
+/** An open onnxruntime session on a compiled graph, fed and fetched by the graph's value names. */
+export class EngineSession {
+  constructor(
+    readonly name: string,
+    private readonly session: ort.InferenceSession,
+    readonly inputs: readonly Value[],
+    readonly outputs: readonly Value[],
+  ) {}
+
+  async run(feeds: Readonly<Record<string, HostTensor>>): Promise<Record<string, HostTensor>> {
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const v of this.inputs) {
+      const t = feeds[v.name];
+      if (!t) throw new Error(`${this.name}: input ${v.name} not fed`);
+      if (t.dtype !== v.dtype) throw new Error(`${this.name}: input ${v.name} is ${v.dtype}, fed ${t.dtype}`);
+      const type = ORT_TYPES[t.dtype];
+      if (!type) throw new Error(`${this.name}: onnxruntime-node cannot take ${t.dtype} tensors`);
+      ortFeeds[v.name] = new ort.Tensor(type, t.data as ort.Tensor.DataType, [...t.shape]);
+    }
+    const out = await this.session.run(ortFeeds);
+    const result: Record<string, HostTensor> = {};
+    for (const v of this.outputs) {
+      const t = out[v.name]!;
+      result[v.name] = hostTensor(v.dtype, t.dims as number[], t.data as HostTensor['data']);
+    }
+    return result;
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
