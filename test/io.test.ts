@@ -235,3 +235,20 @@ describe('.npy', () => {
     throwsLisa(() => parseNpy(fortran, 'z.npy'), /Fortran/);
   });
 });
+
+describe('protobuf codec', () => {
+  it('reads back what the writer wrote, packed or not', async () => {
+    const { ProtoWriter, readFields, fieldInts, fieldString, fieldFloat } = await import('../src/graph/protobuf.js');
+    const w = new ProtoWriter();
+    w.varint(1, 300).string(2, 'héllo').float(3, 1.5).varint(4, -2).message(5, (m) => m.varint(1, 7));
+    w.bytes(6, Buffer.from([0x01, 0xac, 0x02])); // packed [1, 300]
+    const f = readFields(w.finish(), 'test');
+    assert.deepEqual(fieldInts(f, 1, 't'), [300]);
+    assert.equal(fieldString(f.find((x) => x.field === 2)!), 'héllo');
+    assert.equal(fieldFloat(f.find((x) => x.field === 3)!), 1.5);
+    assert.deepEqual(fieldInts(f, 4, 't'), [-2]);
+    assert.deepEqual(fieldInts(readFields(f.find((x) => x.field === 5)!.value as Uint8Array, 't'), 1, 't'), [7]);
+    assert.deepEqual(fieldInts(f, 6, 't'), [1, 300]);
+    throwsLisa(() => readFields(Uint8Array.from([0x0a, 0x05, 0x01]), 'short.pb'), /short\.pb: protobuf field runs past the end/);
+  });
+});

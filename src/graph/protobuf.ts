@@ -80,7 +80,7 @@ export function readFields(buf: Uint8Array, where: string): ProtoField[] {
     const field = key >>> 3, wire = key & 7;
     if (wire === 0) out.push({ field, wire, value: varint() });
     else if (wire === 1) out.push({ field, wire, value: take(8) });
-    else if (wire === 2) { const n = varint(); if (n > BigInt(buf.length)) throw new LisaError(`${where}: protobuf length ${n} too large`); out.push({ field, wire, value: take(Number(n)) }); }
+    else if (wire === 2) { const n = varint(); out.push({ field, wire, value: take(n > BigInt(buf.length) ? buf.length + 1 : Number(n)) }); }
     else if (wire === 5) out.push({ field, wire, value: take(4) });
     else throw new LisaError(`${where}: protobuf wire type ${wire} is not supported`);
   }
