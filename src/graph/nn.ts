@@ -27,7 +27,7 @@ export function mergeHeads(g: Graph, x: Value, heads: number, headDim: number): 
 }
 
 export interface AttentionOptions {
-  /** 1/sqrt(head_dim) unless given. */
+  /** Multiply the scores by this; unset: divide them by sqrt(head_dim), as HF LLaMA does. 1: leave them. */
   scale?: number;
   /** Query i may attend key j only when j <= past + i (decoder self-attention). */
   causal?: boolean;
@@ -43,8 +43,9 @@ export function attention(g: Graph, q: Value, k: Value, v: Value, opts: Attentio
   const heads = q.shape[1] as number, kvHeads = k.shape[1] as number, headDim = q.shape[3] as number;
   if (heads % kvHeads !== 0) throw new Error(`attention: ${heads} query heads do not divide into ${kvHeads} kv heads`);
   if (kvHeads !== heads) { k = repeatKv(g, k, heads / kvHeads); v = repeatKv(g, v, heads / kvHeads); }
-  const scale = opts.scale ?? 1 / Math.sqrt(headDim);
-  let scores = g.mul(g.matmul(q, g.transpose(k, [0, 1, 3, 2])), g.scalar(scale));
+  let scores = g.matmul(q, g.transpose(k, [0, 1, 3, 2]));
+  if (opts.scale === undefined) scores = g.div(scores, g.scalar(Math.sqrt(headDim)));
+  else if (opts.scale !== 1) scores = g.mul(scores, g.scalar(opts.scale));
   if (opts.causal) scores = g.add(scores, causalMask(g, q, k));
   if (opts.bias) scores = g.add(scores, opts.bias);
   return g.matmul(g.softmax(scores, -1), v);

@@ -1,0 +1,136 @@
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { LisaError } from '../errors.js';
+
+function readConfig(path: string): Record<string, unknown> {
+  if (!existsSync(path)) throw new LisaError(`${path}: not found`);
+  if (statSync(path).size > 4 * 1024 * 1024) throw new LisaError(`${path}: too large for a config file`);
+  try {
+    const j = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+    if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new Error('not an object');
+    return j as Record<string, unknown>;
+  } catch (e) {
+    throw new LisaError(`${path}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+function int(cfg: Record<string, unknown>, key: string, where: string, dflt?: number): number {
+  const v = cfg[key] ?? dflt;
+  if (!Number.isSafeInteger(v) || (v as number) <= 0) throw new LisaError(`${where}: field "${key}" must be a positive integer, found ${JSON.stringify(cfg[key])}`);
+  return v as number;
+}
+function num(cfg: Record<string, unknown>, key: string, where: string, dflt?: number): number {
+  const v = cfg[key] ?? dflt;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new LisaError(`${where}: field "${key}" must be a number, found ${JSON.stringify(cfg[key])}`);
+  return v;
+}
+
+/** The LLaMA part of LISA's config.json (transformers LlamaConfig fields). */
+export interface LlamaConfig {
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  vocabSize: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  maxPositionEmbeddings: number;
+  bosTokenId: number;
+  eosTokenId: number;
+}
+
+export interface LisaConfig {
+  llama: LlamaConfig;
+  /** CLIP width the projector takes (mm_hidden_size). */
+  mmHiddenSize: number;
+  mmVisionSelectLayer: number;
+  mmUseImStartEnd: boolean;
+  outDim: number;
+  visionTower: string | null;
+}
+
+export function readLisaConfig(dir: string): LisaConfig {
+  const path = join(dir, 'config.json');
+  const c = readConfig(path);
+  if (c.model_type !== 'llava' && c.model_type !== 'llama') throw new LisaError(`${path}: model_type ${JSON.stringify(c.model_type)} is not a LISA/LLaVA checkpoint (expected "llava")`);
+  if (c.rope_scaling != null) throw new LisaError(`${path}: rope_scaling is not supported (LISA uses none)`);
+  const heads = int(c, 'num_attention_heads', path);
+  return {
+    llama: {
+      hiddenSize: int(c, 'hidden_size', path),
+      intermediateSize: int(c, 'intermediate_size', path),
+      numLayers: int(c, 'num_hidden_layers', path),
+      numHeads: heads,
+      numKvHeads: int(c, 'num_key_value_heads', path, heads),
+      vocabSize: int(c, 'vocab_size', path),
+      rmsNormEps: num(c, 'rms_norm_eps', path, 1e-6),
+      ropeTheta: num(c, 'rope_theta', path, 10000),
+      maxPositionEmbeddings: int(c, 'max_position_embeddings', path, 2048),
+      bosTokenId: int(c, 'bos_token_id', path, 1),
+      eosTokenId: int(c, 'eos_token_id', path, 2),
+    },
+    mmHiddenSize: int(c, 'mm_hidden_size', path, 1024),
+    mmVisionSelectLayer: Number.isInteger(c.mm_vision_select_layer) ? (c.mm_vision_select_layer as number) : -2,
+    mmUseImStartEnd: c.mm_use_im_start_end !== false,
+    outDim: int(c, 'out_dim', path, 256),
+    visionTower: typeof c.vision_tower === 'string' ? c.vision_tower : typeof c.mm_vision_tower === 'string' ? c.mm_vision_tower : null,
+  };
+}
+
+/** HF CLIPVisionConfig (from a CLIPModel config.json's vision_config, or a CLIPVisionModel's own). */
+export interface ClipVisionConfig {
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  patchSize: number;
+  imageSize: number;
+  layerNormEps: number;
+  hiddenAct: string;
+}
+
+export interface ClipPreprocessorConfig {
+  shortestEdge: number;
+  cropSize: number;
+  mean: [number, number, number];
+  std: [number, number, number];
+}
+
+export function readClipConfig(dir: string): { vision: ClipVisionConfig; preprocess: ClipPreprocessorConfig } {
+  const path = join(dir, 'config.json');
+  const c = readConfig(path);
+  const v = (typeof c.vision_config === 'object' && c.vision_config !== null ? c.vision_config : c) as Record<string, unknown>;
+  const act = typeof v.hidden_act === 'string' ? v.hidden_act : 'quick_gelu';
+  if (act !== 'quick_gelu' && act !== 'gelu') throw new LisaError(`${path}: vision hidden_act ${act} is not supported`);
+  const vision: ClipVisionConfig = {
+    hiddenSize: int(v, 'hidden_size', path, 768),
+    intermediateSize: int(v, 'intermediate_size', path, 3072),
+    numLayers: int(v, 'num_hidden_layers', path, 12),
+    numHeads: int(v, 'num_attention_heads', path, 12),
+    patchSize: int(v, 'patch_size', path, 32),
+    imageSize: int(v, 'image_size', path, 224),
+    layerNormEps: num(v, 'layer_norm_eps', path, 1e-5),
+    hiddenAct: act,
+  };
+  const ppPath = join(dir, 'preprocessor_config.json');
+  const p = existsSync(ppPath) ? readConfig(ppPath) : {};
+  const size = typeof p.size === 'object' && p.size !== null ? (p.size as Record<string, unknown>).shortest_edge : p.size;
+  const crop = typeof p.crop_size === 'object' && p.crop_size !== null ? (p.crop_size as Record<string, unknown>).height : p.crop_size;
+  const triple = (key: string, dflt: number[]): [number, number, number] => {
+    const a = p[key] ?? dflt;
+    if (!Array.isArray(a) || a.length !== 3 || !a.every((x) => typeof x === 'number')) throw new LisaError(`${ppPath}: ${key} must be three numbers`);
+    return a as [number, number, number];
+  };
+  if (p.do_center_crop === false || p.do_resize === false || p.do_normalize === false) throw new LisaError(`${ppPath}: only the openai CLIP preprocessing (resize, centre crop, normalise) is supported`);
+  if (p.resample !== undefined && p.resample !== 3) throw new LisaError(`${ppPath}: resample ${String(p.resample)} is not supported (expected 3, bicubic)`);
+  return {
+    vision,
+    preprocess: {
+      shortestEdge: Number.isInteger(size) ? (size as number) : 224,
+      cropSize: Number.isInteger(crop) ? (crop as number) : 224,
+      mean: triple('image_mean', [0.48145466, 0.4578275, 0.40821073]),
+      std: triple('image_std', [0.26862954, 0.26130258, 0.27577711]),
+    },
+  };
+}

@@ -1,0 +1,62 @@
+import type { Graph } from '../graph/graph.js';
+import type { Value } from '../graph/ir.js';
+import { applyRotary, attention, mergeHeads, splitHeads } from '../graph/nn.js';
+import type { LlamaConfig } from './config.js';
+import type { ModuleWeights } from './module.js';
+
+/**
+ * rotary cos/sin tables [maxPos, headDim] as HF LLaMA (transformers 4.31) builds them, in float32:
+ * inv_freq = 1 / base^(arange(0, d, 2) / d); freqs = t ⊗ inv_freq; emb = cat(freqs, freqs).
+ */
+export function rotaryTables(headDim: number, maxPos: number, base: number): { cos: Float32Array; sin: Float32Array } {
+  const f = Math.fround;
+  const half = headDim / 2;
+  const invFreq = Array.from({ length: half }, (_, i) => f(1 / f(base ** f((2 * i) / headDim))));
+  const cos = new Float32Array(maxPos * headDim), sin = new Float32Array(maxPos * headDim);
+  for (let t = 0; t < maxPos; t++) for (let i = 0; i < headDim; i++) {
+    const a = f(t * invFreq[i % half]!);
+    cos[t * headDim + i] = Math.cos(a);
+    sin[t * headDim + i] = Math.sin(a);
+  }
+  return { cos, sin };
+}
+
+export interface LlamaGraphIO {
+  hidden: Value; // final-norm hidden states [B, S, H]
+  logits: Value; // [B, S, V]
+  presentKeys: Value[];
+  presentValues: Value[];
+  layerOutputs: Value[];
+}
+
+/**
+ * LlamaModel + lm_head over `inputsEmbeds` [B, S, H] with a KV cache: `pastKeys[i]`/`pastValues[i]` are
+ * [B, kvHeads, P, headDim] (P may be 0), positions are P..P+S-1 given as `positionIds` [B, S] int64.
+ * The reference (LISA's generate) runs without a cache; with one, every position's values are the same.
+ */
+export function llamaDecoder(g: Graph, w: ModuleWeights, cfg: LlamaConfig, inputsEmbeds: Value, positionIds: Value, pastKeys: Value[], pastValues: Value[]): LlamaGraphIO {
+  const heads = cfg.numHeads, kvHeads = cfg.numKvHeads, hd = cfg.hiddenSize / heads;
+  const tables = rotaryTables(hd, cfg.maxPositionEmbeddings, cfg.ropeTheta);
+  const cos = g.unsqueeze(g.gather(g.constant('float32', [cfg.maxPositionEmbeddings, hd], tables.cos, 'rotary_cos'), positionIds), [1]);
+  const sin = g.unsqueeze(g.gather(g.constant('float32', [cfg.maxPositionEmbeddings, hd], tables.sin, 'rotary_sin'), positionIds), [1]);
+  const model = w.sub('model');
+  let x = inputsEmbeds;
+  const presentKeys: Value[] = [], presentValues: Value[] = [], layerOutputs: Value[] = [];
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const l = model.sub('layers').sub(i);
+    const h = g.rmsNorm(x, l.param(g, 'input_layernorm.weight'), cfg.rmsNormEps);
+    const q = applyRotary(g, splitHeads(g, l.linear(g, h, 'self_attn.q_proj'), heads, hd), cos, sin);
+    const k = applyRotary(g, splitHeads(g, l.linear(g, h, 'self_attn.k_proj'), kvHeads, hd), cos, sin);
+    const v = splitHeads(g, l.linear(g, h, 'self_attn.v_proj'), kvHeads, hd);
+    const keys = g.concat([pastKeys[i]!, k], 2), values = g.concat([pastValues[i]!, v], 2);
+    presentKeys.push(keys);
+    presentValues.push(values);
+    x = g.add(x, l.linear(g, mergeHeads(g, attention(g, q, keys, values, { causal: true }), heads, hd), 'self_attn.o_proj'));
+    const m = g.rmsNorm(x, l.param(g, 'post_attention_layernorm.weight'), cfg.rmsNormEps);
+    x = g.add(x, l.linear(g, g.mul(g.silu(l.linear(g, m, 'mlp.gate_proj')), l.linear(g, m, 'mlp.up_proj')), 'mlp.down_proj'));
+    layerOutputs.push(x);
+  }
+  const hidden = g.rmsNorm(x, model.param(g, 'norm.weight'), cfg.rmsNormEps);
+  const logits = w.linear(g, hidden, 'lm_head');
+  return { hidden, logits, presentKeys, presentValues, layerOutputs };
+}
