@@ -94,9 +94,10 @@ export class Graph {
   };
 
   /** Appends any op with a schema in ops.ts; returns its outputs. */
-  node(op: string, inputs: readonly (Value | null)[], attrs: Attrs = {}, domain = '', outputNames?: readonly string[]): Value[] {
+  node(op: string, inputs: readonly (Value | null)[], attrs: Attrs = {}, domain = '', outputNames?: readonly string[], knownShapes?: readonly Shape[]): Value[] {
     const schema = getSchema(domain, op);
-    const types = schema.infer(inputs, attrs, this.ctx);
+    // knownShapes: what the caller knows better than the shape rule can (sizes only known at run time).
+    const types = schema.infer(inputs, attrs, this.ctx).map((t, i) => (knownShapes?.[i] ? { ...t, shape: knownShapes[i]! } : t));
     const outputs = types.map((t, i) => this.value(t.dtype, t.shape, outputNames?.[i]));
     this.nodes.push({ op, domain, inputs, outputs, attrs });
     return outputs;
@@ -155,6 +156,14 @@ export class Graph {
   expand(x: Value, shape: readonly number[]): Value { return this.one('Expand', [x, this.ints(shape)]); }
   pad(x: Value, pads: readonly number[], value = 0): Value { return this.one('Pad', [x, this.ints(pads), this.scalar(value, x.dtype)]); }
   shapeOf(x: Value): Value { return this.one('Shape', [x]); }
+  /** The size of one axis as an int64 [1] tensor (for shapes built at run time). */
+  dimOf(x: Value, axis: number): Value { return this.slice(this.shapeOf(x), [axis], [axis + 1], [0]); }
+  /** Expand to a shape whose entries are numbers or int64 [1] run-time sizes (from dimOf). */
+  expandTo(x: Value, dims: readonly (number | Value)[]): Value {
+    const parts = dims.map((d) => (typeof d === 'number' ? this.ints([d]) : d));
+    const shape = dims.map((d) => (typeof d === 'number' ? d : this.ctx.fresh()));
+    return this.node('Expand', [x, this.concat(parts, 0)], {}, '', undefined, [shape])[0]!;
+  }
   range(start: Value, limit: Value, delta: Value): Value { return this.one('Range', [start, limit, delta]); }
   reduceMean(x: Value, axes: readonly number[], keepdims = true): Value { return this.one('ReduceMean', [x, this.ints(axes)], { keepdims: attr.i(keepdims ? 1 : 0) }); }
   reduceSum(x: Value, axes: readonly number[], keepdims = true): Value { return this.one('ReduceSum', [x, this.ints(axes)], { keepdims: attr.i(keepdims ? 1 : 0) }); }

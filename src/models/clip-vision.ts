@@ -15,8 +15,7 @@ export function clipVisionHiddenStates(g: Graph, w: ModuleWeights, cfg: ClipVisi
   const c = cfg.hiddenSize;
   const patches = g.conv(pixelValues, emb.param(g, 'patch_embedding.weight'), null, { strides: [cfg.patchSize, cfg.patchSize] });
   const seq = g.transpose(g.reshape(patches, [0, c, -1]), [0, 2, 1]); // [B, P, C]
-  const batch = g.slice(g.shapeOf(pixelValues), [0], [1], [0]);
-  const cls = g.node('Expand', [g.reshape(emb.param(g, 'class_embedding'), [1, 1, c]), g.concat([batch, g.ints([1, c])], 0)])[0]!;
+  const cls = g.expandTo(g.reshape(emb.param(g, 'class_embedding'), [1, 1, c]), [g.dimOf(pixelValues, 0), 1, c]);
   let x = g.add(g.concat([cls, seq], 1), emb.param(g, 'position_embedding.weight'));
   x = vm.layerNorm(g, x, 'pre_layrnorm', cfg.layerNormEps);
   const states = [x];

@@ -1,0 +1,50 @@
+import type { Graph } from '../../graph/graph.js';
+import type { Value } from '../../graph/ir.js';
+import type { ModuleWeights } from '../module.js';
+import { layerNorm2d } from './image-encoder.js';
+import { twoWayTransformer } from './two-way-transformer.js';
+
+/** MaskDecoder's MLP: Linear layers with ReLU between them. */
+function mlp(g: Graph, w: ModuleWeights, x: Value): Value {
+  let n = 0;
+  while (w.has(`layers.${n}.weight`)) n++;
+  for (let i = 0; i < n; i++) {
+    x = w.linear(g, x, `layers.${i}`);
+    if (i < n - 1) x = g.relu(x);
+  }
+  return x;
+}
+
+/**
+ * SAM's MaskDecoder.predict_masks for N prompts on one image: tokens = [iou_token, mask_tokens×4, sparse…];
+ * src = image embedding + dense prompt (no_mask_embed); two-way transformer; upscale ×4; hypernetwork MLPs
+ * per mask token. Returns all 4 masks [N, 4, 256, 256] and IoU predictions [N, 4]; callers slice
+ * (multimask_output=False → mask 0, as LISA; True → masks 1..3).
+ */
+export function samMaskDecoder(g: Graph, w: ModuleWeights, imageEmbeddings: Value, imagePe: Value, sparse: Value, noMaskEmbed: Value): { masks: Value; iou: Value } {
+  const [, c, h, wd] = imageEmbeddings.shape as number[];
+  const n = g.dimOf(sparse, 0);
+  const numMaskTokens = w.shape('mask_tokens.weight')[0]!;
+  const outputTokens = g.concat([w.param(g, 'iou_token.weight'), w.param(g, 'mask_tokens.weight')], 0); // [1+M, C]
+  const tokens = g.concat([g.expandTo(g.unsqueeze(outputTokens, [0]), [n, 1 + numMaskTokens, c!]), sparse], 1);
+  const dense = g.reshape(noMaskEmbed, [1, c!, 1, 1]);
+  const src = g.expandTo(g.add(imageEmbeddings, dense), [n, c!, h!, wd!]);
+  const pos = g.expandTo(imagePe, [n, c!, h!, wd!]);
+  const { queries, keys } = twoWayTransformer(g, w.sub('transformer'), src, pos, tokens);
+  const iouTokenOut = g.squeeze(g.slice(queries, [0], [1], [1]), [1]);
+  const srcImg = g.reshape(g.transpose(keys, [0, 2, 1]), [-1, c!, h!, wd!]);
+  const up = w.sub('output_upscaling');
+  let u = g.convTranspose(srcImg, up.param(g, '0.weight'), up.param(g, '0.bias'), { strides: [2, 2] });
+  u = g.gelu(layerNorm2d(g, up, u, '1'));
+  u = g.gelu(g.convTranspose(u, up.param(g, '3.weight'), up.param(g, '3.bias'), { strides: [2, 2] }));
+  const [, uc, uh, uw] = u.shape as number[];
+  const hyper: Value[] = [];
+  for (let i = 0; i < numMaskTokens; i++) {
+    const tok = g.slice(queries, [1 + i], [2 + i], [1]); // [N, 1, C]
+    hyper.push(mlp(g, w.sub('output_hypernetworks_mlps').sub(i), tok));
+  }
+  const hyperIn = g.concat(hyper, 1); // [N, M, uc]
+  const masks = g.reshape(g.matmul(hyperIn, g.reshape(u, [0, uc!, uh! * uw!])), [-1, numMaskTokens, uh!, uw!]);
+  const iou = mlp(g, w.sub('iou_prediction_head'), iouTokenOut);
+  return { masks, iou };
+}
