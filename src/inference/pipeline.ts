@@ -1,0 +1,165 @@
+import { LisaError } from '../errors.js';
+import { f32, type HostTensor } from '../graph/tensor.js';
+import type { ImageEncoding, LisaModel } from '../models/lisa.js';
+import { chatPrompt, imageQuestion, llavaV1Prompt } from '../text/conversation.js';
+import { generate, type GenerateOptions, type Generation } from './generate.js';
+import { llmForward, type LlmStep } from './llm.js';
+import { lisaLosses, shiftedCrossEntropy, type LisaLosses } from './losses.js';
+import { IGNORE_INDEX, segHiddenPositions, spliceImage, spliceLabels } from './multimodal.js';
+
+/** Number of LLM rows one image becomes (CLIP patches, CLS dropped): 256 for ViT-L/14 at 224. */
+export function imageRows(model: LisaModel): number {
+  const c = model.clipConfig;
+  return (model.clipPreprocess.cropSize / c.patchSize) ** 2;
+}
+
+export interface PromptInput {
+  prompt: string;
+  ids: number[];
+  embeds: Float32Array;
+  length: number; // spliced length
+  imageStart: number;
+}
+
+/** Tokenises a full prompt (with one <image>) and splices the image's projected features in. */
+export function preparePrompt(model: LisaModel, enc: ImageEncoding, prompt: string): PromptInput {
+  const ids = model.tokenizer.encodeWithImage(prompt);
+  const rows = imageRows(model);
+  const { embeds, length, imageStart } = spliceImage(ids, (x) => model.embedTokens(x), enc.projected, rows, model.config.llama.hiddenSize);
+  return { prompt, ids, embeds, length, imageStart };
+}
+
+export interface SegOutputs {
+  segHidden: Float32Array; // [n, H]
+  predEmbeddings: Float32Array; // [n, 256]
+  lowResMasks: HostTensor; // [n, 1, 256, 256] (mask token 0)
+  iouPredictions: Float32Array; // [n] (IoU head for mask 0)
+  predMasks: HostTensor; // [n, H, W] logits at the original size
+}
+
+/**
+ * From [SEG] hidden states to masks, as LISA's evaluate/model_forward: text_hidden_fcs → one sparse token
+ * per [SEG] → mask decoder (dense = no_mask_embed, multimask_output=False → mask 0) → post-processing.
+ */
+export async function segmentFromHidden(model: LisaModel, enc: ImageEncoding, segHidden: Float32Array, n: number): Promise<SegOutputs> {
+  if (n === 0) {
+    const [h, w] = enc.originalSize;
+    return { segHidden, predEmbeddings: new Float32Array(0), lowResMasks: f32([0, 1, 256, 256], new Float32Array(0)), iouPredictions: new Float32Array(0), predMasks: f32([0, h, w], new Float32Array(0)) };
+  }
+  const predEmbeddings = await model.textHiddenFcs(segHidden, n);
+  const { masks, iou } = await model.decodeMasks(enc.samEmbeddings, predEmbeddings, n, 1);
+  const [, m, mh, mw] = masks.shape as [number, number, number, number];
+  const low = new Float32Array(n * mh * mw);
+  const iou0 = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    low.set((masks.data as Float32Array).subarray(i * m * mh * mw, i * m * mh * mw + mh * mw), i * mh * mw);
+    iou0[i] = (iou.data as Float32Array)[i * m]!;
+  }
+  const lowResMasks = f32([n, 1, mh, mw], low);
+  const post = await model.postprocess(lowResMasks, enc);
+  const [h, w] = enc.originalSize;
+  return { segHidden, predEmbeddings, lowResMasks, iouPredictions: iou0, predMasks: f32([n, h, w], post.data as Float32Array) };
+}
+
+function gatherRows(rows: Float32Array, positions: readonly number[], hidden: number): Float32Array {
+  const out = new Float32Array(positions.length * hidden);
+  positions.forEach((p, i) => {
+    if ((p + 1) * hidden > rows.length) throw new LisaError(`internal: [SEG] position ${p} is past the hidden states`);
+    out.set(rows.subarray(p * hidden, (p + 1) * hidden), i * hidden);
+  });
+  return out;
+}
+
+export interface ChatRun {
+  input: PromptInput;
+  prefill: LlmStep;
+  generation: Generation;
+  outputIds: number[]; // prompt ids (with -200) + new tokens, as generate() returns
+  text: string; // decoded like chat.py: -200 dropped, special tokens kept, "\n" removed, "  " → " "
+  segPositions: number[];
+  seg: SegOutputs;
+}
+
+/**
+ * chat.py + LISA.evaluate for one question (official semantics): prompt, greedy generation, every [SEG] in
+ * the prompt and the output gives a mask from the hidden state before it.
+ */
+export async function runChat(model: LisaModel, enc: ImageEncoding, question: string, opts: GenerateOptions = {}): Promise<ChatRun> {
+  const input = preparePrompt(model, enc, chatPrompt(question, model.config.mmUseImStartEnd));
+  const prefill = await llmForward(model, input.embeds, input.length);
+  const generation = await generate(model, prefill, input.length, opts);
+  const outputIds = [...input.ids, ...generation.tokens];
+  const segPositions = segHiddenPositions(outputIds, model.segTokenIdx, imageRows(model));
+  const h = model.config.llama.hiddenSize;
+  const seg = await segmentFromHidden(model, enc, gatherRows(generation.allHidden, segPositions, h), segPositions.length);
+  const text = model.tokenizer.decode(outputIds.filter((id) => id !== -200)).replaceAll('\n', '').replaceAll('  ', ' ');
+  return { input, prefill, generation, outputIds, text, segPositions, seg };
+}
+
+export interface TrainForward {
+  conversation: string;
+  input: PromptInput;
+  ids: number[];
+  labels: number[];
+  splicedLabels: number[];
+  step: LlmStep;
+  segMask: boolean[]; // over spliced positions
+  seg: SegOutputs;
+  labelPositions: number[]; // spliced positions whose label is scored
+  losses: LisaLosses;
+}
+
+/**
+ * LISA's collate_fn targets (LLaVA preprocess, llava_v1): everything up to and including each
+ * " ASSISTANT: " is ignored, as is the BOS; the answer tokens and their "</s>" are scored.
+ */
+export function collateLabels(model: LisaModel, conversation: string, ids: readonly number[]): number[] {
+  const tok = model.tokenizer;
+  const target = [...ids];
+  const sep = ' ASSISTANT: ';
+  const len = (s: string): number => (s.includes('<image>') ? tok.encodeWithImage(s).length : tok.encode(s).length);
+  let cur = 1;
+  target[0] = IGNORE_INDEX;
+  for (const rou of conversation.split('</s>')) {
+    if (rou === '') break;
+    const parts = rou.split(sep);
+    if (parts.length !== 2) throw new LisaError(`conversation round does not split into instruction and answer at "${sep}": ${rou.slice(0, 80)}`);
+    const roundLen = len(rou);
+    const instructionLen = len(parts[0]! + sep) - 2;
+    for (let i = cur; i < Math.min(cur + instructionLen, target.length); i++) target[i] = IGNORE_INDEX;
+    cur += roundLen;
+  }
+  for (let i = cur; i < target.length; i++) target[i] = IGNORE_INDEX;
+  return target;
+}
+
+/**
+ * LISA.model_forward with the answer given (teacher forcing, as training and the official validation):
+ * collated ids and labels, the LLM over the whole conversation, [SEG] hidden states → masks at the
+ * ground-truth size, and the CE / BCE / Dice losses with LISA's weights. Inference only (no gradients).
+ */
+export async function trainForward(model: LisaModel, enc: ImageEncoding, question: string, answer: string, gtMasks: Uint8Array | null): Promise<TrainForward> {
+  const user = imageQuestion(question, false); // "<image>\n…"; collate wraps <image> in <im_start>/<im_end>
+  const conversation = llavaV1Prompt([{ role: 'USER', content: user }, { role: 'ASSISTANT', content: answer }]);
+  const wrapped = model.config.mmUseImStartEnd ? conversation.replaceAll('<image>', '<im_start><image><im_end>') : conversation;
+  const input = preparePrompt(model, enc, wrapped);
+  const labels = collateLabels(model, wrapped, input.ids);
+  const rows = imageRows(model);
+  const splicedLabels = spliceLabels(labels, input.ids, rows);
+  const step = await llmForward(model, input.embeds, input.length);
+  const h = model.config.llama.hiddenSize;
+  const positions = segHiddenPositions(input.ids, model.segTokenIdx, rows);
+  const segMask = new Array<boolean>(input.length).fill(false);
+  for (const p of positions) segMask[p] = true;
+  const seg = await segmentFromHidden(model, enc, gatherRows(step.hidden, positions, h), positions.length);
+  const ce = shiftedCrossEntropy(step.logits, splicedLabels, model.config.llama.vocabSize);
+  const labelPositions: number[] = [];
+  splicedLabels.forEach((l, i) => { if (i > 0 && l !== IGNORE_INDEX) labelPositions.push(i); });
+  const [H, W] = enc.originalSize;
+  let losses: LisaLosses;
+  if (gtMasks) {
+    if (gtMasks.length !== positions.length * H * W) throw new LisaError(`${positions.length} [SEG] token(s) in the answer but ${gtMasks.length / (H * W)} ground-truth mask(s) of ${W}x${H}; LISA needs one per [SEG]`);
+    losses = lisaLosses(ce.loss, seg.predMasks.data as Float32Array, gtMasks, positions.length, H * W);
+  } else losses = { loss: ce.loss, ce_loss: ce.loss, mask_bce_loss: NaN, mask_dice_loss: NaN, mask_loss: NaN };
+  return { conversation, input, ids: input.ids, labels, splicedLabels, step, segMask, seg, labelPositions, losses };
+}

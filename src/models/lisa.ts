@@ -1,0 +1,286 @@
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { LisaError } from '../errors.js';
+import { Graph } from '../graph/graph.js';
+import type { Value } from '../graph/ir.js';
+import { Engine, type EngineOptions, type EngineSession } from '../graph/session.js';
+import { f32, hostTensor, type HostTensor } from '../graph/tensor.js';
+import type { RgbImage } from '../image/decode.js';
+import { clipPreprocess, samNormalizePad, samResize } from '../image/preprocess.js';
+import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
+import { toFloat32 } from '../io/dtype.js';
+import { LlamaTokenizer } from '../text/tokenizer.js';
+import { clipVisionHiddenStates } from './clip-vision.js';
+import { readClipConfig, readLisaConfig, type ClipPreprocessorConfig, type ClipVisionConfig, type LisaConfig } from './config.js';
+import { llamaDecoder } from './llama.js';
+import { ModuleWeights } from './module.js';
+import { inferSamEncoderConfig, samImageEncoder, type SamEncoderConfig } from './sam/image-encoder.js';
+import { samMaskDecoder } from './sam/mask-decoder.js';
+import { postprocessMasks, torchLinearWeights, type AxisResize } from './sam/postprocess.js';
+import { SamPromptEncoder } from './sam/prompt-encoder.js';
+
+export interface LisaLoadOptions extends EngineOptions {
+  /** The CLIP tower folder (openai/clip-vit-large-patch14 layout). Default: the config's vision_tower, resolved beside or inside the model folder. */
+  visionTower?: string;
+  /** Called as weights are opened and graphs are built. */
+  onProgress?: (stage: string) => void;
+}
+
+/** Everything computed from one image, reused for every question about it. */
+export interface ImageEncoding {
+  image: RgbImage;
+  originalSize: [number, number]; // (H, W)
+  resize: [number, number]; // SAM's resized (h, w)
+  clipPixels: Float32Array; // [3, 224, 224]
+  samResized: RgbImage;
+  clipFeatures: Float32Array; // [256, C] (layer -2, CLS dropped)
+  projected: Float32Array; // [256, H] mm_projector output
+  samEmbeddings: HostTensor; // [1, 256, 64, 64]
+  clipHiddenStates?: Float32Array; // [layers + 1, 257, C], only when asked for
+}
+
+/**
+ * A loaded LISA model: configs, tokenizer, lazy checkpoint readers, and onnxruntime sessions built on first
+ * use (each compiled into the cache once). The math lives in the model files; this wires them together.
+ */
+export class LisaModel {
+  readonly dir: string;
+  readonly config: LisaConfig;
+  readonly tokenizer: LlamaTokenizer;
+  readonly ckpt: Checkpoint;
+  readonly clipCkpt: Checkpoint;
+  readonly clipConfig: ClipVisionConfig;
+  readonly clipPreprocess: ClipPreprocessorConfig;
+  readonly samConfig: SamEncoderConfig;
+  readonly promptEncoder: SamPromptEncoder;
+  readonly engine: Engine;
+  readonly segTokenIdx: number;
+  private readonly sessions = new Map<string, Promise<EngineSession>>();
+  private embedTable: { dtype: Parameters<typeof toFloat32>[0]; bytes: Uint8Array; rowBytes: number } | null = null;
+  private denseImagePe: Float32Array | null = null;
+  private readonly progress: (stage: string) => void;
+
+  private constructor(dir: string, clipDir: string, opts: LisaLoadOptions) {
+    this.progress = opts.onProgress ?? (() => {});
+    this.dir = dir;
+    this.config = readLisaConfig(dir);
+    this.tokenizer = LlamaTokenizer.load(dir);
+    this.segTokenIdx = this.tokenizer.segTokenIdx;
+    const clip = readClipConfig(clipDir);
+    this.clipConfig = clip.vision;
+    this.clipPreprocess = clip.preprocess;
+    this.progress('opening checkpoint');
+    this.ckpt = openCheckpoint(dir);
+    this.clipCkpt = openCheckpoint(clipDir);
+    const vm = new ModuleWeights(this.ckpt, 'model.visual_model');
+    this.samConfig = inferSamEncoderConfig(vm.sub('image_encoder'));
+    const grid = this.samConfig.imgSize / this.samConfig.patchSize;
+    this.promptEncoder = new SamPromptEncoder(vm.sub('prompt_encoder'), [grid, grid], [this.samConfig.imgSize, this.samConfig.imgSize]);
+    this.engine = new Engine(opts);
+    const llm = this.config.llama;
+    if (this.clipConfig.hiddenSize !== this.config.mmHiddenSize) throw new LisaError(`${clipDir}: CLIP width ${this.clipConfig.hiddenSize} does not match the model's mm_hidden_size ${this.config.mmHiddenSize}`);
+    if (this.tokenizer.vocabSize !== llm.vocabSize) throw new LisaError(`${dir}: tokenizer has ${this.tokenizer.vocabSize} tokens but config.json vocab_size is ${llm.vocabSize}`);
+  }
+
+  /** Opens a checkpoint folder in the released layout plus its CLIP tower. Throws LisaError naming what is missing. */
+  static load(dir: string, opts: LisaLoadOptions = {}): LisaModel {
+    if (!existsSync(join(dir, 'config.json'))) throw new LisaError(`${dir}: not a LISA checkpoint folder (no config.json)`);
+    const cfg = readLisaConfig(dir);
+    let clipDir = opts.visionTower;
+    if (!clipDir) {
+      const name = cfg.visionTower ?? 'clip-vit-large-patch14';
+      const candidates = [join(dir, name), resolve(dir, '..', name), join(dir, name.split('/').pop()!)];
+      clipDir = candidates.find((c) => existsSync(join(c, 'config.json')));
+      if (!clipDir) throw new LisaError(`${dir}: the CLIP vision tower "${name}" is not in the checkpoint (LISA checkpoints never contain it); pass --vision-tower DIR`);
+    }
+    if (!existsSync(join(clipDir, 'config.json'))) throw new LisaError(`${clipDir}: not a CLIP model folder (no config.json)`);
+    return new LisaModel(dir, clipDir, opts);
+  }
+
+  close(): void {
+    this.ckpt.close();
+    this.clipCkpt.close();
+  }
+
+  private session(key: string, build: () => Graph): Promise<EngineSession> {
+    let s = this.sessions.get(key);
+    if (!s) {
+      this.progress(`building ${key}`);
+      s = this.engine.load(build());
+      this.sessions.set(key, s);
+    }
+    return s;
+  }
+
+  async release(): Promise<void> {
+    for (const s of this.sessions.values()) await (await s).release();
+    this.sessions.clear();
+  }
+
+  // ---- vision ------------------------------------------------------------------------------------------
+
+  /** CLIP (to layer mm_vision_select_layer, CLS dropped) + mm_projector. */
+  private clipSession(allHidden: boolean): Promise<EngineSession> {
+    return this.session(allHidden ? 'clip_all' : 'clip', () => {
+      const g = new Graph(allHidden ? 'clip_all' : 'clip');
+      const c = this.clipConfig;
+      const size = this.clipPreprocess.cropSize;
+      const px = g.input('pixel_values', 'float32', [1, 3, size, size]);
+      const n = c.numLayers;
+      const select = this.config.mmVisionSelectLayer < 0 ? n + 1 + this.config.mmVisionSelectLayer : this.config.mmVisionSelectLayer;
+      const states = clipVisionHiddenStates(g, new ModuleWeights(this.clipCkpt, ''), c, px, allHidden ? n : select);
+      const feats = g.slice(states[select]!, [1], [Number.MAX_SAFE_INTEGER], [1]);
+      g.output(feats, 'image_features');
+      g.output(new ModuleWeights(this.ckpt, 'model').linear(g, feats, 'mm_projector'), 'mm_projector_out');
+      if (allHidden) g.output(g.concat(states, 0), 'hidden_states');
+      return g;
+    });
+  }
+
+  private samEncoderSession(): Promise<EngineSession> {
+    return this.session('sam_image_encoder', () => {
+      const g = new Graph('sam_image_encoder');
+      const s = this.samConfig.imgSize;
+      g.output(samImageEncoder(g, new ModuleWeights(this.ckpt, 'model.visual_model.image_encoder'), this.samConfig, g.input('pixels', 'float32', [1, 3, s, s])), 'image_embeddings');
+      return g;
+    });
+  }
+
+  /** Runs both vision branches on an image (CLIP for the LLM, SAM's encoder for the masks). */
+  async encodeImage(image: RgbImage, opts: { clipHiddenStates?: boolean } = {}): Promise<ImageEncoding> {
+    const size = this.clipPreprocess.cropSize;
+    const clipPixels = clipPreprocess(image, this.clipPreprocess);
+    const samResized = samResize(image, this.samConfig.imgSize);
+    const clip = await (await this.clipSession(opts.clipHiddenStates === true)).run({ pixel_values: f32([1, 3, size, size], clipPixels) });
+    const s = this.samConfig.imgSize;
+    const sam = await (await this.samEncoderSession()).run({ pixels: f32([1, 3, s, s], samNormalizePad(samResized, s)) });
+    const enc: ImageEncoding = {
+      image,
+      originalSize: [image.height, image.width],
+      resize: [samResized.height, samResized.width],
+      clipPixels,
+      samResized,
+      clipFeatures: clip.image_features!.data as Float32Array,
+      projected: clip.mm_projector_out!.data as Float32Array,
+      samEmbeddings: sam.image_embeddings!,
+    };
+    if (clip.hidden_states) enc.clipHiddenStates = clip.hidden_states.data as Float32Array;
+    return enc;
+  }
+
+  // ---- language model ----------------------------------------------------------------------------------
+
+  /** embed_tokens rows for `ids` (read from the checkpoint once, widened to float32 per row). */
+  embedTokens(ids: readonly number[]): Float32Array {
+    if (!this.embedTable) {
+      const t = this.ckpt.get('model.embed_tokens.weight');
+      this.embedTable = { dtype: t.dtype, bytes: t.bytes(), rowBytes: t.byteLength / t.shape[0]! };
+    }
+    const { dtype, bytes, rowBytes } = this.embedTable;
+    const h = this.config.llama.hiddenSize;
+    const out = new Float32Array(ids.length * h);
+    ids.forEach((id, i) => {
+      if (!Number.isInteger(id) || id < 0 || (id + 1) * rowBytes > bytes.byteLength) throw new LisaError(`token id ${id} is outside the embedding table`);
+      out.set(toFloat32(dtype, bytes.subarray(id * rowBytes, (id + 1) * rowBytes)), i * h);
+    });
+    return out;
+  }
+
+  /** The decoder with a KV cache: inputs_embeds, position_ids, past_key_i/past_value_i → hidden, logits, present_*, layer_i. */
+  llmSession(): Promise<EngineSession> {
+    return this.session('llm', () => {
+      const c = this.config.llama;
+      const g = new Graph('llm');
+      const hd = c.hiddenSize / c.numHeads;
+      const embeds = g.input('inputs_embeds', 'float32', [1, 'seq', c.hiddenSize]);
+      const pos = g.input('position_ids', 'int64', [1, 'seq']);
+      const pk: Value[] = [], pv: Value[] = [];
+      for (let i = 0; i < c.numLayers; i++) {
+        pk.push(g.input(`past_key_${i}`, 'float32', [1, c.numKvHeads, 'past', hd]));
+        pv.push(g.input(`past_value_${i}`, 'float32', [1, c.numKvHeads, 'past', hd]));
+      }
+      const io = llamaDecoder(g, new ModuleWeights(this.ckpt, ''), c, embeds, pos, pk, pv);
+      g.output(io.hidden, 'hidden');
+      g.output(io.logits, 'logits');
+      io.presentKeys.forEach((k, i) => g.output(k, `present_key_${i}`));
+      io.presentValues.forEach((v, i) => g.output(v, `present_value_${i}`));
+      io.layerOutputs.forEach((x, i) => g.output(x, `layer_${i}`));
+      return g;
+    });
+  }
+
+  // ---- segmentation head -------------------------------------------------------------------------------
+
+  /** text_hidden_fcs: Linear(H, H) → ReLU → Linear(H, out_dim) on [N, H] hidden states. */
+  private fcsSession(): Promise<EngineSession> {
+    return this.session('text_hidden_fcs', () => {
+      const g = new Graph('text_hidden_fcs');
+      const w = new ModuleWeights(this.ckpt, 'model.text_hidden_fcs.0');
+      const x = g.input('hidden', 'float32', ['n', this.config.llama.hiddenSize]);
+      g.output(w.linear(g, g.relu(w.linear(g, x, '0')), '2'), 'pred_embeddings');
+      return g;
+    });
+  }
+
+  async textHiddenFcs(hidden: Float32Array, n: number): Promise<Float32Array> {
+    const out = await (await this.fcsSession()).run({ hidden: f32([n, this.config.llama.hiddenSize], hidden) });
+    return out.pred_embeddings!.data as Float32Array;
+  }
+
+  /** PositionEmbeddingRandom over the image-embedding grid, computed once. */
+  imagePe(): Float32Array {
+    this.denseImagePe ??= this.promptEncoder.denseImagePe();
+    return this.denseImagePe;
+  }
+
+  private decoderSession(): Promise<EngineSession> {
+    return this.session('sam_mask_decoder', () => {
+      const g = new Graph('sam_mask_decoder');
+      const grid = this.samConfig.imgSize / this.samConfig.patchSize;
+      const c = this.promptEncoder.embedDim;
+      const vm = new ModuleWeights(this.ckpt, 'model.visual_model');
+      const emb = g.input('image_embeddings', 'float32', [1, c, grid, grid]);
+      const sparse = g.input('sparse', 'float32', ['n', 't', c]);
+      const pe = g.constant('float32', [1, c, grid, grid], this.imagePe(), 'image_pe');
+      const { masks, iou } = samMaskDecoder(g, vm.sub('mask_decoder'), emb, pe, sparse, vm.sub('prompt_encoder').param(g, 'no_mask_embed.weight'));
+      g.output(masks, 'masks');
+      g.output(iou, 'iou_predictions');
+      return g;
+    });
+  }
+
+  /** SAM's mask decoder for N sparse prompts [N, T, 256] on one image: all mask tokens [N, 4, 256, 256] and IoU [N, 4]. */
+  async decodeMasks(samEmbeddings: HostTensor, sparse: Float32Array, n: number, tokens: number): Promise<{ masks: HostTensor; iou: HostTensor }> {
+    const out = await (await this.decoderSession()).run({ image_embeddings: samEmbeddings, sparse: f32([n, tokens, this.promptEncoder.embedDim], sparse) });
+    return { masks: out.masks!, iou: out.iou_predictions! };
+  }
+
+  private postprocessSession(): Promise<EngineSession> {
+    return this.session('sam_postprocess', () => {
+      const g = new Graph('sam_postprocess');
+      const low = 4 * this.samConfig.imgSize / this.samConfig.patchSize;
+      const masks = g.input('masks', 'float32', ['n', 'm', low, low]);
+      const axis = (name: string, n: string): AxisResize => ({
+        i0: g.input(`${name}_i0`, 'int64', [n]), i1: g.input(`${name}_i1`, 'int64', [n]), w0: g.input(`${name}_w0`, 'float32', [n]), w1: g.input(`${name}_w1`, 'float32', [n]),
+      });
+      g.output(postprocessMasks(g, masks, { rows: axis('rows', 'H'), cols: axis('cols', 'W') }, this.samConfig.imgSize), 'pred_masks');
+      return g;
+    });
+  }
+
+  /** Sam.postprocess_masks: [N, M, 256, 256] low-res logits → [N, M, H, W] logits at the original size. */
+  async postprocess(lowRes: HostTensor, enc: Pick<ImageEncoding, 'resize' | 'originalSize'>): Promise<HostTensor> {
+    const feeds: Record<string, HostTensor> = { masks: lowRes };
+    const add = (name: string, inSize: number, outSize: number): void => {
+      const w = torchLinearWeights(inSize, outSize);
+      feeds[`${name}_i0`] = hostTensor('int64', [outSize], w.i0);
+      feeds[`${name}_i1`] = hostTensor('int64', [outSize], w.i1);
+      feeds[`${name}_w0`] = f32([outSize], w.w0);
+      feeds[`${name}_w1`] = f32([outSize], w.w1);
+    };
+    add('rows', enc.resize[0], enc.originalSize[0]);
+    add('cols', enc.resize[1], enc.originalSize[1]);
+    const out = await (await this.postprocessSession()).run(feeds);
+    return out.pred_masks!;
+  }
+}
