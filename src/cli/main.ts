@@ -1,6 +1,8 @@
 import { Command, CommanderError } from 'commander';
 import { LisaError } from '../errors.js';
+import { registerDump } from './dump.js';
 import { formatInspect, inspectCheckpoint } from './inspect.js';
+import { registerTokenize } from './tokenize.js';
 
 /** Exit codes: 0 success, 1 runtime error (bad file, bad model), 2 usage error. */
 export async function main(argv: readonly string[]): Promise<number> {
@@ -19,6 +21,9 @@ export async function main(argv: readonly string[]): Promise<number> {
       const report = inspectCheckpoint(path);
       process.stdout.write((opts.json ? JSON.stringify(report, null, 2) : formatInspect(report)) + '\n');
     });
+
+  registerTokenize(program);
+  registerDump(program);
 
   try {
     await program.parseAsync(argv as string[]);

@@ -1,4 +1,4 @@
-import type { LisaModel } from '../models/lisa.js';
+import type { LlamaCausalLM } from '../models/llama-causal-lm.js';
 import { llmForward, type KvCache, type LlmStep } from './llm.js';
 
 export interface SamplingOptions {
@@ -70,8 +70,8 @@ function sample(row: Float32Array, s: SamplingOptions, rand: () => number): numb
  * (it re-runs the whole sequence every step; here each step runs one position). Stops at EOS (kept in the
  * output, as transformers does) or after maxNewTokens.
  */
-export async function generate(model: LisaModel, prefill: LlmStep, promptLength: number, opts: GenerateOptions = {}): Promise<Generation> {
-  const c = model.config.llama;
+export async function generate(lm: LlamaCausalLM, prefill: LlmStep, promptLength: number, opts: GenerateOptions = {}): Promise<Generation> {
+  const c = lm.config;
   const h = c.hiddenSize, v = c.vocabSize;
   const max = opts.maxNewTokens ?? 512;
   const rand = opts.sampling ? mulberry32(opts.sampling.seed) : null;
@@ -92,7 +92,7 @@ export async function generate(model: LisaModel, prefill: LlmStep, promptLength:
     opts.onToken?.(id, i);
     if (id === c.eosTokenId) { stopped = 'eos'; break; }
     if (i === max - 1) break;
-    const step = await llmForward(model, model.embedTokens([id]), 1, cache);
+    const step = await llmForward(lm, lm.embedTokens([id]), 1, cache);
     cache = step.cache;
     lastHidden = step.hidden;
     lastLogits = step.logits;

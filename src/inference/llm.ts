@@ -1,5 +1,5 @@
 import { f32, hostTensor, type HostTensor } from '../graph/tensor.js';
-import type { LisaModel } from '../models/lisa.js';
+import type { LlamaCausalLM } from '../models/llama-causal-lm.js';
 
 /** Keys and values of every layer for the positions seen so far. */
 export interface KvCache {
@@ -15,17 +15,17 @@ export interface LlmStep {
   cache: KvCache;
 }
 
-export function emptyCache(model: LisaModel): KvCache {
-  const c = model.config.llama;
+export function emptyCache(lm: LlamaCausalLM): KvCache {
+  const c = lm.config;
   const shape = [1, c.numKvHeads, 0, c.hiddenSize / c.numHeads];
   const empty = (): HostTensor => f32(shape, new Float32Array(0));
   return { keys: Array.from({ length: c.numLayers }, empty), values: Array.from({ length: c.numLayers }, empty), length: 0 };
 }
 
 /** Runs the decoder on `seq` new embedding rows after the cached positions (positions cache.length …). */
-export async function llmForward(model: LisaModel, embeds: Float32Array, seq: number, cache: KvCache = emptyCache(model)): Promise<LlmStep> {
-  const c = model.config.llama;
-  const s = await model.llmSession();
+export async function llmForward(lm: LlamaCausalLM, embeds: Float32Array, seq: number, cache: KvCache = emptyCache(lm)): Promise<LlmStep> {
+  const c = lm.config;
+  const s = await lm.sessionPromise();
   const feeds: Record<string, HostTensor> = {
     inputs_embeds: f32([1, seq, c.hiddenSize], embeds),
     position_ids: hostTensor('int64', [1, seq], BigInt64Array.from({ length: seq }, (_, i) => BigInt(cache.length + i))),

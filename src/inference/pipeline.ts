@@ -86,8 +86,8 @@ export interface ChatRun {
  */
 export async function runChat(model: LisaModel, enc: ImageEncoding, question: string, opts: GenerateOptions = {}): Promise<ChatRun> {
   const input = preparePrompt(model, enc, chatPrompt(question, model.config.mmUseImStartEnd));
-  const prefill = await llmForward(model, input.embeds, input.length);
-  const generation = await generate(model, prefill, input.length, opts);
+  const prefill = await llmForward(model.llm, input.embeds, input.length);
+  const generation = await generate(model.llm, prefill, input.length, opts);
   const outputIds = [...input.ids, ...generation.tokens];
   const segPositions = segHiddenPositions(outputIds, model.segTokenIdx, imageRows(model));
   const h = model.config.llama.hiddenSize;
@@ -146,7 +146,7 @@ export async function trainForward(model: LisaModel, enc: ImageEncoding, questio
   const labels = collateLabels(model, wrapped, input.ids);
   const rows = imageRows(model);
   const splicedLabels = spliceLabels(labels, input.ids, rows);
-  const step = await llmForward(model, input.embeds, input.length);
+  const step = await llmForward(model.llm, input.embeds, input.length);
   const h = model.config.llama.hiddenSize;
   const positions = segHiddenPositions(input.ids, model.segTokenIdx, rows);
   const segMask = new Array<boolean>(input.length).fill(false);

@@ -38,6 +38,7 @@ export interface LlamaConfig {
   maxPositionEmbeddings: number;
   bosTokenId: number;
   eosTokenId: number;
+  tieWordEmbeddings: boolean;
 }
 
 export interface LisaConfig {
@@ -50,26 +51,41 @@ export interface LisaConfig {
   visionTower: string | null;
 }
 
+/** The LlamaConfig fields of a config.json (LISA's, or a plain HF LlamaForCausalLM's). */
+function llamaFromConfig(c: Record<string, unknown>, path: string): LlamaConfig {
+  if (c.rope_scaling != null) throw new LisaError(`${path}: rope_scaling is not supported (LISA uses none)`);
+  if (c.hidden_act !== undefined && c.hidden_act !== 'silu') throw new LisaError(`${path}: hidden_act ${JSON.stringify(c.hidden_act)} is not supported (LLaMA uses silu)`);
+  const heads = int(c, 'num_attention_heads', path);
+  const cfg: LlamaConfig = {
+    hiddenSize: int(c, 'hidden_size', path),
+    intermediateSize: int(c, 'intermediate_size', path),
+    numLayers: int(c, 'num_hidden_layers', path),
+    numHeads: heads,
+    numKvHeads: int(c, 'num_key_value_heads', path, heads),
+    vocabSize: int(c, 'vocab_size', path),
+    rmsNormEps: num(c, 'rms_norm_eps', path, 1e-6),
+    ropeTheta: num(c, 'rope_theta', path, 10000),
+    maxPositionEmbeddings: int(c, 'max_position_embeddings', path, 2048),
+    bosTokenId: int(c, 'bos_token_id', path, 1),
+    eosTokenId: int(c, 'eos_token_id', path, 2),
+    tieWordEmbeddings: c.tie_word_embeddings === true,
+  };
+  if (cfg.hiddenSize % cfg.numHeads !== 0 || cfg.numHeads % cfg.numKvHeads !== 0) throw new LisaError(`${path}: hidden_size ${cfg.hiddenSize}, ${cfg.numHeads} heads and ${cfg.numKvHeads} kv heads do not divide evenly`);
+  return cfg;
+}
+
+export function readLlamaConfig(dir: string): LlamaConfig {
+  const path = join(dir, 'config.json');
+  return llamaFromConfig(readConfig(path), path);
+}
+
 export function readLisaConfig(dir: string): LisaConfig {
   const path = join(dir, 'config.json');
   const c = readConfig(path);
-  if (c.model_type !== 'llava' && c.model_type !== 'llama') throw new LisaError(`${path}: model_type ${JSON.stringify(c.model_type)} is not a LISA/LLaVA checkpoint (expected "llava")`);
-  if (c.rope_scaling != null) throw new LisaError(`${path}: rope_scaling is not supported (LISA uses none)`);
-  const heads = int(c, 'num_attention_heads', path);
+  if (c.model_type !== 'llava') throw new LisaError(`${path}: model_type ${JSON.stringify(c.model_type)} is not a LISA checkpoint (expected "llava")`);
+  if (c.train_mask_decoder === undefined) throw new LisaError(`${path}: no "train_mask_decoder" key: a LLaVA checkpoint without LISA's SAM head, not a LISA checkpoint`);
   return {
-    llama: {
-      hiddenSize: int(c, 'hidden_size', path),
-      intermediateSize: int(c, 'intermediate_size', path),
-      numLayers: int(c, 'num_hidden_layers', path),
-      numHeads: heads,
-      numKvHeads: int(c, 'num_key_value_heads', path, heads),
-      vocabSize: int(c, 'vocab_size', path),
-      rmsNormEps: num(c, 'rms_norm_eps', path, 1e-6),
-      ropeTheta: num(c, 'rope_theta', path, 10000),
-      maxPositionEmbeddings: int(c, 'max_position_embeddings', path, 2048),
-      bosTokenId: int(c, 'bos_token_id', path, 1),
-      eosTokenId: int(c, 'eos_token_id', path, 2),
-    },
+    llama: llamaFromConfig(c, path),
     mmHiddenSize: int(c, 'mm_hidden_size', path, 1024),
     mmVisionSelectLayer: Number.isInteger(c.mm_vision_select_layer) ? (c.mm_vision_select_layer as number) : -2,
     mmUseImStartEnd: c.mm_use_im_start_end !== false,

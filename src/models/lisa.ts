@@ -2,17 +2,15 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { LisaError } from '../errors.js';
 import { Graph } from '../graph/graph.js';
-import type { Value } from '../graph/ir.js';
 import { Engine, type EngineOptions, type EngineSession } from '../graph/session.js';
 import { f32, hostTensor, type HostTensor } from '../graph/tensor.js';
 import type { RgbImage } from '../image/decode.js';
 import { clipPreprocess, samNormalizePad, samResize } from '../image/preprocess.js';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
-import { toFloat32 } from '../io/dtype.js';
 import { LlamaTokenizer } from '../text/tokenizer.js';
 import { clipVisionHiddenStates } from './clip-vision.js';
 import { readClipConfig, readLisaConfig, type ClipPreprocessorConfig, type ClipVisionConfig, type LisaConfig } from './config.js';
-import { llamaDecoder } from './llama.js';
+import { LlamaCausalLM } from './llama-causal-lm.js';
 import { ModuleWeights } from './module.js';
 import { inferSamEncoderConfig, samImageEncoder, type SamEncoderConfig } from './sam/image-encoder.js';
 import { samMaskDecoder } from './sam/mask-decoder.js';
@@ -55,8 +53,9 @@ export class LisaModel {
   readonly promptEncoder: SamPromptEncoder;
   readonly engine: Engine;
   readonly segTokenIdx: number;
+  /** The language model (LLaVA's LLaMA), with its KV-cache session. */
+  readonly llm: LlamaCausalLM;
   private readonly sessions = new Map<string, Promise<EngineSession>>();
-  private embedTable: { dtype: Parameters<typeof toFloat32>[0]; bytes: Uint8Array; rowBytes: number } | null = null;
   private denseImagePe: Float32Array | null = null;
   private readonly progress: (stage: string) => void;
 
@@ -77,6 +76,7 @@ export class LisaModel {
     const grid = this.samConfig.imgSize / this.samConfig.patchSize;
     this.promptEncoder = new SamPromptEncoder(vm.sub('prompt_encoder'), [grid, grid], [this.samConfig.imgSize, this.samConfig.imgSize]);
     this.engine = new Engine(opts);
+    this.llm = new LlamaCausalLM(this.config.llama, this.ckpt, this.engine);
     const llm = this.config.llama;
     if (this.clipConfig.hiddenSize !== this.config.mmHiddenSize) throw new LisaError(`${clipDir}: CLIP width ${this.clipConfig.hiddenSize} does not match the model's mm_hidden_size ${this.config.mmHiddenSize}`);
     if (this.tokenizer.vocabSize !== llm.vocabSize) throw new LisaError(`${dir}: tokenizer has ${this.tokenizer.vocabSize} tokens but config.json vocab_size is ${llm.vocabSize}`);
@@ -115,6 +115,7 @@ export class LisaModel {
   async release(): Promise<void> {
     for (const s of this.sessions.values()) await (await s).release();
     this.sessions.clear();
+    await this.llm.release();
   }
 
   // ---- vision ------------------------------------------------------------------------------------------
@@ -170,43 +171,9 @@ export class LisaModel {
 
   // ---- language model ----------------------------------------------------------------------------------
 
-  /** embed_tokens rows for `ids` (read from the checkpoint once, widened to float32 per row). */
+  /** embed_tokens rows for `ids`, float32. */
   embedTokens(ids: readonly number[]): Float32Array {
-    if (!this.embedTable) {
-      const t = this.ckpt.get('model.embed_tokens.weight');
-      this.embedTable = { dtype: t.dtype, bytes: t.bytes(), rowBytes: t.byteLength / t.shape[0]! };
-    }
-    const { dtype, bytes, rowBytes } = this.embedTable;
-    const h = this.config.llama.hiddenSize;
-    const out = new Float32Array(ids.length * h);
-    ids.forEach((id, i) => {
-      if (!Number.isInteger(id) || id < 0 || (id + 1) * rowBytes > bytes.byteLength) throw new LisaError(`token id ${id} is outside the embedding table`);
-      out.set(toFloat32(dtype, bytes.subarray(id * rowBytes, (id + 1) * rowBytes)), i * h);
-    });
-    return out;
-  }
-
-  /** The decoder with a KV cache: inputs_embeds, position_ids, past_key_i/past_value_i → hidden, logits, present_*, layer_i. */
-  llmSession(): Promise<EngineSession> {
-    return this.session('llm', () => {
-      const c = this.config.llama;
-      const g = new Graph('llm');
-      const hd = c.hiddenSize / c.numHeads;
-      const embeds = g.input('inputs_embeds', 'float32', [1, 'seq', c.hiddenSize]);
-      const pos = g.input('position_ids', 'int64', [1, 'seq']);
-      const pk: Value[] = [], pv: Value[] = [];
-      for (let i = 0; i < c.numLayers; i++) {
-        pk.push(g.input(`past_key_${i}`, 'float32', [1, c.numKvHeads, 'past', hd]));
-        pv.push(g.input(`past_value_${i}`, 'float32', [1, c.numKvHeads, 'past', hd]));
-      }
-      const io = llamaDecoder(g, new ModuleWeights(this.ckpt, ''), c, embeds, pos, pk, pv);
-      g.output(io.hidden, 'hidden');
-      g.output(io.logits, 'logits');
-      io.presentKeys.forEach((k, i) => g.output(k, `present_key_${i}`));
-      io.presentValues.forEach((v, i) => g.output(v, `present_value_${i}`));
-      io.layerOutputs.forEach((x, i) => g.output(x, `layer_${i}`));
-      return g;
-    });
+    return this.llm.embedTokens(ids);
   }
 
   // ---- segmentation head -------------------------------------------------------------------------------

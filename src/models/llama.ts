@@ -57,6 +57,7 @@ export function llamaDecoder(g: Graph, w: ModuleWeights, cfg: LlamaConfig, input
     layerOutputs.push(x);
   }
   const hidden = g.rmsNorm(x, model.param(g, 'norm.weight'), cfg.rmsNormEps);
-  const logits = w.linear(g, hidden, 'lm_head');
+  // Tied embeddings: lm_head is embed_tokens when the checkpoint stores no separate head.
+  const logits = w.has('lm_head.weight') || !cfg.tieWordEmbeddings ? w.linear(g, hidden, 'lm_head') : model.linear(g, hidden, 'embed_tokens');
   return { hidden, logits, presentKeys, presentValues, layerOutputs };
 }

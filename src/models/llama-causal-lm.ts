@@ -1,0 +1,67 @@
+import { LisaError } from '../errors.js';
+import { Graph } from '../graph/graph.js';
+import type { Value } from '../graph/ir.js';
+import type { Engine, EngineSession } from '../graph/session.js';
+import type { Checkpoint } from '../io/checkpoint.js';
+import { toFloat32, type DType } from '../io/dtype.js';
+import type { LlamaConfig } from './config.js';
+import { llamaDecoder } from './llama.js';
+import { ModuleWeights } from './module.js';
+
+/**
+ * LlamaForCausalLM as one onnxruntime session with a KV cache (inputs_embeds, position_ids, past_key_i,
+ * past_value_i → hidden, logits, present_key_i, present_value_i, layer_i), plus the token embedding
+ * lookup, which runs here: a row read is cheaper than a graph, and LLaVA splices image rows in anyway.
+ */
+export class LlamaCausalLM {
+  private session: Promise<EngineSession> | null = null;
+  private table: { dtype: DType; bytes: Uint8Array; rowBytes: number; rows: number } | null = null;
+
+  constructor(readonly config: LlamaConfig, readonly ckpt: Checkpoint, readonly engine: Engine, readonly name = 'llm') {}
+
+  graph(): Graph {
+    const c = this.config;
+    const g = new Graph(this.name);
+    const hd = c.hiddenSize / c.numHeads;
+    const embeds = g.input('inputs_embeds', 'float32', [1, 'seq', c.hiddenSize]);
+    const pos = g.input('position_ids', 'int64', [1, 'seq']);
+    const pk: Value[] = [], pv: Value[] = [];
+    for (let i = 0; i < c.numLayers; i++) {
+      pk.push(g.input(`past_key_${i}`, 'float32', [1, c.numKvHeads, 'past', hd]));
+      pv.push(g.input(`past_value_${i}`, 'float32', [1, c.numKvHeads, 'past', hd]));
+    }
+    const io = llamaDecoder(g, new ModuleWeights(this.ckpt, ''), c, embeds, pos, pk, pv);
+    g.output(io.hidden, 'hidden');
+    g.output(io.logits, 'logits');
+    io.presentKeys.forEach((k, i) => g.output(k, `present_key_${i}`));
+    io.presentValues.forEach((v, i) => g.output(v, `present_value_${i}`));
+    io.layerOutputs.forEach((x, i) => g.output(x, `layer_${i}`));
+    return g;
+  }
+
+  sessionPromise(): Promise<EngineSession> {
+    this.session ??= this.engine.load(this.graph());
+    return this.session;
+  }
+
+  /** embed_tokens rows for `ids`, widened to float32 (the table is read from the checkpoint once). */
+  embedTokens(ids: readonly number[]): Float32Array {
+    if (!this.table) {
+      const t = this.ckpt.get('model.embed_tokens.weight');
+      this.table = { dtype: t.dtype, bytes: t.bytes(), rowBytes: t.byteLength / t.shape[0]!, rows: t.shape[0]! };
+    }
+    const { dtype, bytes, rowBytes, rows } = this.table;
+    const h = this.config.hiddenSize;
+    const out = new Float32Array(ids.length * h);
+    ids.forEach((id, i) => {
+      if (!Number.isInteger(id) || id < 0 || id >= rows) throw new LisaError(`token id ${id} is outside the embedding table (0..${rows - 1})`);
+      out.set(toFloat32(dtype, bytes.subarray(id * rowBytes, (id + 1) * rowBytes)), i * h);
+    });
+    return out;
+  }
+
+  async release(): Promise<void> {
+    if (this.session) await (await this.session).release();
+    this.session = null;
+  }
+}
