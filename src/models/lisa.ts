@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { LisaError } from '../errors.js';
 import { Graph } from '../graph/graph.js';
 import { Engine, type EngineOptions, type EngineSession } from '../graph/session.js';
-import { f32, hostTensor, type HostTensor } from '../graph/tensor.js';
+import { f32, type HostTensor } from '../graph/tensor.js';
 import type { RgbImage } from '../image/decode.js';
 import { clipPreprocess, samNormalizePad, samResize } from '../image/preprocess.js';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
@@ -13,9 +13,7 @@ import { readClipConfig, readLisaConfig, type ClipPreprocessorConfig, type ClipV
 import { LlamaCausalLM } from './llama-causal-lm.js';
 import { ModuleWeights } from './module.js';
 import { inferSamEncoderConfig, samImageEncoder, type SamEncoderConfig } from './sam/image-encoder.js';
-import { samMaskDecoder } from './sam/mask-decoder.js';
-import { postprocessMasks, torchLinearWeights, type AxisResize } from './sam/postprocess.js';
-import { SamPromptEncoder } from './sam/prompt-encoder.js';
+import { SamMaskHead } from './sam/mask-head.js';
 
 export interface LisaLoadOptions extends EngineOptions {
   /** The CLIP tower folder (openai/clip-vit-large-patch14 layout). Default: the config's vision_tower, resolved beside or inside the model folder. */
@@ -50,13 +48,13 @@ export class LisaModel {
   readonly clipConfig: ClipVisionConfig;
   readonly clipPreprocess: ClipPreprocessorConfig;
   readonly samConfig: SamEncoderConfig;
-  readonly promptEncoder: SamPromptEncoder;
+  /** SAM's prompt encoder, mask decoder and post-processing. */
+  readonly sam: SamMaskHead;
   readonly engine: Engine;
   readonly segTokenIdx: number;
   /** The language model (LLaVA's LLaMA), with its KV-cache session. */
   readonly llm: LlamaCausalLM;
   private readonly sessions = new Map<string, Promise<EngineSession>>();
-  private denseImagePe: Float32Array | null = null;
   private readonly progress: (stage: string) => void;
 
   private constructor(dir: string, clipDir: string, opts: LisaLoadOptions) {
@@ -73,9 +71,8 @@ export class LisaModel {
     this.clipCkpt = openCheckpoint(clipDir);
     const vm = new ModuleWeights(this.ckpt, 'model.visual_model');
     this.samConfig = inferSamEncoderConfig(vm.sub('image_encoder'));
-    const grid = this.samConfig.imgSize / this.samConfig.patchSize;
-    this.promptEncoder = new SamPromptEncoder(vm.sub('prompt_encoder'), [grid, grid], [this.samConfig.imgSize, this.samConfig.imgSize]);
     this.engine = new Engine(opts);
+    this.sam = new SamMaskHead(this.ckpt, 'model.visual_model', this.engine, this.samConfig.imgSize, this.samConfig.imgSize / this.samConfig.patchSize);
     this.llm = new LlamaCausalLM(this.config.llama, this.ckpt, this.engine);
     const llm = this.config.llama;
     if (this.clipConfig.hiddenSize !== this.config.mmHiddenSize) throw new LisaError(`${clipDir}: CLIP width ${this.clipConfig.hiddenSize} does not match the model's mm_hidden_size ${this.config.mmHiddenSize}`);
@@ -116,6 +113,7 @@ export class LisaModel {
     for (const s of this.sessions.values()) await (await s).release();
     this.sessions.clear();
     await this.llm.release();
+    await this.sam.release();
   }
 
   // ---- vision ------------------------------------------------------------------------------------------
@@ -194,60 +192,19 @@ export class LisaModel {
     return out.pred_embeddings!.data as Float32Array;
   }
 
-  /** PositionEmbeddingRandom over the image-embedding grid, computed once. */
+  /** get_dense_pe(). */
   imagePe(): Float32Array {
-    this.denseImagePe ??= this.promptEncoder.denseImagePe();
-    return this.denseImagePe;
-  }
-
-  private decoderSession(): Promise<EngineSession> {
-    return this.session('sam_mask_decoder', () => {
-      const g = new Graph('sam_mask_decoder');
-      const grid = this.samConfig.imgSize / this.samConfig.patchSize;
-      const c = this.promptEncoder.embedDim;
-      const vm = new ModuleWeights(this.ckpt, 'model.visual_model');
-      const emb = g.input('image_embeddings', 'float32', [1, c, grid, grid]);
-      const sparse = g.input('sparse', 'float32', ['n', 't', c]);
-      const pe = g.constant('float32', [1, c, grid, grid], this.imagePe(), 'image_pe');
-      const { masks, iou } = samMaskDecoder(g, vm.sub('mask_decoder'), emb, pe, sparse, vm.sub('prompt_encoder').param(g, 'no_mask_embed.weight'));
-      g.output(masks, 'masks');
-      g.output(iou, 'iou_predictions');
-      return g;
-    });
+    return this.sam.imagePe();
   }
 
   /** SAM's mask decoder for N sparse prompts [N, T, 256] on one image: all mask tokens [N, 4, 256, 256] and IoU [N, 4]. */
-  async decodeMasks(samEmbeddings: HostTensor, sparse: Float32Array, n: number, tokens: number): Promise<{ masks: HostTensor; iou: HostTensor }> {
-    const out = await (await this.decoderSession()).run({ image_embeddings: samEmbeddings, sparse: f32([n, tokens, this.promptEncoder.embedDim], sparse) });
-    return { masks: out.masks!, iou: out.iou_predictions! };
-  }
-
-  private postprocessSession(): Promise<EngineSession> {
-    return this.session('sam_postprocess', () => {
-      const g = new Graph('sam_postprocess');
-      const low = 4 * this.samConfig.imgSize / this.samConfig.patchSize;
-      const masks = g.input('masks', 'float32', ['n', 'm', low, low]);
-      const axis = (name: string, n: string): AxisResize => ({
-        i0: g.input(`${name}_i0`, 'int64', [n]), i1: g.input(`${name}_i1`, 'int64', [n]), w0: g.input(`${name}_w0`, 'float32', [n]), w1: g.input(`${name}_w1`, 'float32', [n]),
-      });
-      g.output(postprocessMasks(g, masks, { rows: axis('rows', 'H'), cols: axis('cols', 'W') }, this.samConfig.imgSize), 'pred_masks');
-      return g;
-    });
+  decodeMasks(samEmbeddings: HostTensor, sparse: Float32Array, n: number, tokens: number): Promise<{ masks: HostTensor; iou: HostTensor }> {
+    return this.sam.decode(samEmbeddings, sparse, n, tokens);
   }
 
   /** Sam.postprocess_masks: [N, M, 256, 256] low-res logits → [N, M, H, W] logits at the original size. */
-  async postprocess(lowRes: HostTensor, enc: Pick<ImageEncoding, 'resize' | 'originalSize'>): Promise<HostTensor> {
-    const feeds: Record<string, HostTensor> = { masks: lowRes };
-    const add = (name: string, inSize: number, outSize: number): void => {
-      const w = torchLinearWeights(inSize, outSize);
-      feeds[`${name}_i0`] = hostTensor('int64', [outSize], w.i0);
-      feeds[`${name}_i1`] = hostTensor('int64', [outSize], w.i1);
-      feeds[`${name}_w0`] = f32([outSize], w.w0);
-      feeds[`${name}_w1`] = f32([outSize], w.w1);
-    };
-    add('rows', enc.resize[0], enc.originalSize[0]);
-    add('cols', enc.resize[1], enc.originalSize[1]);
-    const out = await (await this.postprocessSession()).run(feeds);
-    return out.pred_masks!;
+  postprocess(lowRes: HostTensor, enc: Pick<ImageEncoding, 'resize' | 'originalSize'>): Promise<HostTensor> {
+    return this.sam.postprocess(lowRes, enc.resize, enc.originalSize);
   }
+
 }

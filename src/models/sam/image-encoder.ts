@@ -1,7 +1,7 @@
 import { LisaError } from '../../errors.js';
 import type { Graph } from '../../graph/graph.js';
 import type { Value } from '../../graph/ir.js';
-import { addDecomposedRelPos, attention, windowPartition, windowUnpartition } from '../../graph/nn.js';
+import { addDecomposedRelPos, windowPartition, windowUnpartition } from '../../graph/nn.js';
 import type { ModuleWeights } from '../module.js';
 
 /** SAM image-encoder sizes. Not in any config file: inferred from tensor shapes, as the real checkpoints require. */
