@@ -1,7 +1,9 @@
 import { Command, CommanderError } from 'commander';
 import { LisaError } from '../errors.js';
+import { registerChat } from './chat.js';
 import { registerDump } from './dump.js';
 import { formatInspect, inspectCheckpoint } from './inspect.js';
+import { registerSegment } from './segment.js';
 import { registerTokenize } from './tokenize.js';
 
 /** Exit codes: 0 success, 1 runtime error (bad file, bad model), 2 usage error. */
@@ -22,6 +24,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       process.stdout.write((opts.json ? JSON.stringify(report, null, 2) : formatInspect(report)) + '\n');
     });
 
+  registerSegment(program);
+  registerChat(program);
   registerTokenize(program);
   registerDump(program);
 

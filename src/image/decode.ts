@@ -28,12 +28,13 @@ export async function decodeImage(input: string | Uint8Array, name = typeof inpu
   } else bytes = input;
   let meta: sharp.Metadata;
   try {
-    meta = await sharp(bytes, { limitInputPixels: MAX_IMAGE_PIXELS, failOn: 'error' }).metadata();
+    meta = await sharp(bytes, { limitInputPixels: false, failOn: 'error' }).metadata(); // header only
   } catch (e) {
     throw new LisaError(`${name}: not a readable image (${(e as Error).message.split('\n')[0]}); expected JPEG, PNG or WebP`);
   }
   if (!meta.width || !meta.height) throw new LisaError(`${name}: image has no pixels (${meta.width ?? 0}x${meta.height ?? 0})`);
   if (!['jpeg', 'png', 'webp'].includes(meta.format ?? '')) throw new LisaError(`${name}: ${meta.format} images are not supported; expected JPEG, PNG or WebP`);
+  if (meta.width * meta.height > MAX_IMAGE_PIXELS) throw new LisaError(`${name}: image is ${meta.width}x${meta.height}, larger than the limit of ${MAX_IMAGE_PIXELS.toLocaleString('en-US')} pixels`);
   try {
     const { data, info } = await sharp(bytes, { limitInputPixels: MAX_IMAGE_PIXELS, failOn: 'error', ignoreIcc: true })
       .rotate() // EXIF orientation, as imread applies it

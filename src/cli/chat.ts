@@ -1,0 +1,75 @@
+import { createInterface } from 'node:readline';
+import type { Command } from 'commander';
+import { LisaError } from '../errors.js';
+import { decodeImage, type RgbImage } from '../image/decode.js';
+import type { SegmentResult } from '../inference/chat.js';
+import { Lisa } from '../inference/lisa.js';
+import { modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
+import { resultJson, resultName, writeResult } from './output.js';
+
+interface ChatCliOptions extends ModelCliOptions { image?: string; maxNewTokens?: number }
+
+const HELP = 'commands: /image FILE (switch image, clears history), /reset, /save DIR (last answer\'s masks), /quit';
+
+export function registerChat(program: Command): void {
+  modelOptions(program.command('chat'))
+    .description(`interactive conversation about an image; keeps the history and streams answers. ${HELP}`)
+    .option('--image <file>', 'the image to talk about (or /image FILE later)')
+    .option('--max-new-tokens <n>', 'per answer (default 512)', parseIntArg('--max-new-tokens', 1))
+    .action(async (o: ChatCliOptions) => {
+      const lisa = Lisa.load(o.model, { ...(o.visionTower ? { visionTower: o.visionTower } : {}), ...(o.threads ? { threads: o.threads } : {}), ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}) });
+      const chat = lisa.chat();
+      let image: { path: string; rgb: RgbImage } | null = null;
+      let last: { question: string; result: SegmentResult } | null = null;
+      const out = (s: string): void => { process.stdout.write(s); };
+      const setImage = async (path: string): Promise<void> => {
+        const rgb = await decodeImage(path);
+        await chat.setImage(rgb);
+        image = { path, rgb };
+        last = null;
+        out(`image ${path} (${rgb.width}x${rgb.height}); history cleared\n`);
+      };
+      try {
+        if (o.image) await setImage(o.image);
+        out(`${HELP}\n`);
+        const rl = createInterface({ input: process.stdin, terminal: process.stdin.isTTY });
+        if (process.stdin.isTTY) { rl.setPrompt('> '); rl.prompt(); }
+        for await (const raw of rl) {
+          const line = raw.trim();
+          try {
+            if (line === '/quit' || line === '/exit') break;
+            if (line === '') { /* nothing */ } else if (line === '/reset') { chat.reset(); last = null; out('history cleared\n'); } else if (line.startsWith('/image')) {
+              const path = line.slice('/image'.length).trim();
+              if (!path) throw new LisaError('usage: /image FILE');
+              await setImage(path);
+            } else if (line.startsWith('/save')) {
+              const dir = line.slice('/save'.length).trim();
+              if (!dir) throw new LisaError('usage: /save DIR');
+              if (!last || !image) throw new LisaError('nothing to save yet: ask a question first');
+              const img = image as { path: string; rgb: RgbImage };
+              const l = last as { question: string; result: SegmentResult };
+              const name = resultName(img.path);
+              const files = await writeResult(dir, name, img.rgb, l.result, resultJson(l.result, { image: img.path, width: img.rgb.width, height: img.rgb.height, question: l.question, model: o.model, name }));
+              out(files.map((f) => `wrote ${f}`).join('\n') + '\n');
+            } else if (line.startsWith('/')) {
+              throw new LisaError(`unknown command ${line.split(/\s/)[0]}; ${HELP}`);
+            } else {
+              if (!chat.hasImage) throw new LisaError('no image yet: /image FILE first');
+              out('ASSISTANT: ');
+              const r = await chat.ask(line, { ...(o.maxNewTokens ? { maxNewTokens: o.maxNewTokens } : {}), onText: out });
+              out('\n');
+              r.masks.forEach((m, i) => out(`[mask ${i}: area ${m.area} px, bbox [${m.bbox.join(', ')}], score ${m.score.toFixed(3)}]\n`));
+              last = { question: line, result: r };
+            }
+          } catch (e) {
+            if (!(e instanceof LisaError)) throw e;
+            process.stderr.write(`lisa: ${e.message}\n`);
+          }
+          if (process.stdin.isTTY) rl.prompt();
+        }
+        rl.close();
+      } finally {
+        await lisa.close();
+      }
+    });
+}

@@ -1,0 +1,259 @@
+import { createHash } from 'node:crypto';
+import { LisaError } from '../errors.js';
+import { f32, type HostTensor } from '../graph/tensor.js';
+import { decodeImage, type RgbImage } from '../image/decode.js';
+import { samResizeShape } from '../image/preprocess.js';
+import type { ImageEncoding, LisaModel } from '../models/lisa.js';
+import type { BoxPrompt, PointPrompt } from '../models/sam/prompt-encoder.js';
+import { imageQuestion, llavaV1Prompt, type Message } from '../text/conversation.js';
+import { generate, type SamplingOptions } from './generate.js';
+import { llmForward, type KvCache } from './llm.js';
+import { toSegMasks, type SegMask } from './masks.js';
+import { segHiddenPositions, spliceImage } from './multimodal.js';
+import { imageRows } from './pipeline.js';
+
+export type ImageInput = string | Uint8Array | RgbImage;
+
+export interface SegmentOptions {
+  /** Default 512, as the official chat. */
+  maxNewTokens?: number;
+  /** Absent or null: greedy (official). */
+  sampling?: SamplingOptions | null;
+  /** Streams the answer as it is generated. */
+  onText?: (delta: string) => void;
+  /** Teacher forcing: masks for this answer's [SEG] tokens, nothing generated (as the official validation). */
+  answer?: string;
+  /** SAM prompts in original-image pixels; with a question they join each [SEG] as extra sparse tokens (LISA's prompt encoder), alone they are plain SAM. */
+  points?: PointPrompt[];
+  box?: BoxPrompt;
+  /** Visual prompts only: pick the best of SAM's 3 multimask outputs (default: for a single point). */
+  multimask?: boolean;
+}
+
+export interface Timings {
+  /** CLIP + SAM encoder; 0 when the image was already encoded. */
+  encodeImageMs: number;
+  prefillMs: number;
+  generateMs: number;
+  masksMs: number;
+  totalMs: number;
+  promptTokens: number;
+  newTokens: number;
+  /** Prompt positions served from the KV cache of earlier turns. */
+  reusedPositions: number;
+}
+
+export interface SegmentResult {
+  /** The assistant's answer (decoded as transformers 4.31 does, special tokens kept). */
+  text: string;
+  masks: SegMask[];
+  /** No [SEG] in the answer: the model found nothing to segment. */
+  noTarget: boolean;
+  tokens: number[];
+  stopped: 'eos' | 'max_new_tokens' | 'teacher_forced';
+  timings: Timings;
+}
+
+/** An image with both encoders already run, reusable for any number of questions. */
+export interface EncodedImage { key: string; encoding: ImageEncoding }
+
+function now(): number { return performance.now(); }
+
+/** Decodes, checks and encodes images, remembering the last few so follow-up questions skip CLIP and SAM. */
+export class ImageCache {
+  private readonly entries = new Map<string, EncodedImage>();
+  constructor(private readonly model: LisaModel, private readonly capacity = 4) {}
+
+  async get(input: ImageInput): Promise<{ image: EncodedImage; encodeMs: number }> {
+    const rgb = typeof input === 'string' || input instanceof Uint8Array ? await decodeImage(input) : input;
+    if (rgb.width < 1 || rgb.height < 1 || rgb.data.length !== rgb.width * rgb.height * 3) throw new LisaError(`image must be non-empty 8-bit RGB, got ${rgb.width}x${rgb.height} with ${rgb.data.length} bytes`);
+    const key = createHash('sha256').update(rgb.data).update(`${rgb.width}x${rgb.height}`).digest('hex');
+    const hit = this.entries.get(key);
+    if (hit) { this.entries.delete(key); this.entries.set(key, hit); return { image: hit, encodeMs: 0 }; }
+    const t = now();
+    const image = { key, encoding: await this.model.encodeImage(rgb) };
+    this.entries.set(key, image);
+    while (this.entries.size > this.capacity) this.entries.delete(this.entries.keys().next().value!);
+    return { image, encodeMs: now() - t };
+  }
+}
+
+/** Keeps the first `length` positions of a KV cache (a prefix shared with the new prompt). */
+function truncateCache(cache: KvCache, length: number): KvCache {
+  if (length >= cache.length) return cache;
+  const cut = (t: HostTensor): HostTensor => {
+    const [b, h, len, d] = t.shape as [number, number, number, number];
+    const src = t.data as Float32Array;
+    const out = new Float32Array(b * h * length * d);
+    for (let i = 0; i < b * h; i++) out.set(src.subarray(i * len * d, i * len * d + length * d), i * length * d);
+    return f32([b, h, length, d], out);
+  };
+  return { keys: cache.keys.map(cut), values: cache.values.map(cut), length };
+}
+
+/**
+ * A conversation about one image, in the llava_v1 template. Unlike the official chat.py (which forgets every
+ * turn), the history is kept; each turn reuses the KV cache of the prompt prefix it shares with the last one,
+ * and only the [SEG] tokens generated in this turn give masks (the official evaluate re-scans the whole
+ * sequence, prompt included).
+ */
+export class ChatSession {
+  readonly messages: Message[] = [];
+  private image: EncodedImage | null = null;
+  private cache: KvCache | null = null;
+  private cachedIds: number[] = [];
+
+  constructor(private readonly model: LisaModel, private readonly images: ImageCache) {}
+
+  get hasImage(): boolean { return this.image !== null; }
+
+  /** Switches to a new image and clears the history. */
+  async setImage(input: ImageInput): Promise<number> {
+    const { image, encodeMs } = await this.images.get(input);
+    this.image = image;
+    this.reset();
+    return encodeMs;
+  }
+
+  reset(): void {
+    this.messages.length = 0;
+    this.cache = null;
+    this.cachedIds = [];
+  }
+
+  async ask(question: string, opts: SegmentOptions = {}, encodeMs = 0): Promise<SegmentResult> {
+    const t0 = now();
+    if (!this.image) throw new LisaError('no image: give one before asking (chat sessions are about an image)');
+    if (!question.trim()) throw new LisaError('the question is empty');
+    const model = this.model, enc = this.image.encoding, tok = model.tokenizer;
+    const first = this.messages.length === 0;
+    const user: Message = { role: 'USER', content: first ? imageQuestion(question, model.config.mmUseImStartEnd) : question };
+    const teacher = opts.answer !== undefined;
+    const assistant: Message = { role: 'ASSISTANT', content: teacher ? opts.answer! : '' };
+    const prompt = llavaV1Prompt([...this.messages, user, assistant]);
+    const ids = tok.encodeWithImage(prompt);
+    const rows = imageRows(model);
+    const H = model.config.llama.hiddenSize;
+    const spliced = spliceImage(ids, (x) => model.embedTokens(x), enc.projected, rows, H);
+    const toSpliced = (k: number): number => (k > spliced.imageStart ? k + rows - 1 : k);
+    // Reuse the KV cache for the longest shared prefix (never splitting the image).
+    let common = 0;
+    while (common < this.cachedIds.length && common < ids.length - 1 && this.cachedIds[common] === ids[common]) common++;
+    if (common === spliced.imageStart) common = Math.max(0, common - 1);
+    const reuse = this.cache && common > 0 ? toSpliced(common) : 0;
+    const past = reuse > 0 ? truncateCache(this.cache!, reuse) : undefined;
+    const t1 = now();
+    const prefill = await llmForward(model.llm, spliced.embeds.subarray(reuse * H), spliced.length - reuse, past);
+    const t2 = now();
+    let tokens: number[] = [], segHidden = new Float32Array(0), segIndexes: number[] = [];
+    let stopped: SegmentResult['stopped'] = 'teacher_forced';
+    if (teacher) {
+      // [SEG]s of the given answer: positions after the prompt part, the hidden state before each.
+      const promptIds = tok.encodeWithImage(llavaV1Prompt([...this.messages, user, { role: 'ASSISTANT', content: '' }])).length;
+      const positions = segHiddenPositions(ids, model.segTokenIdx, rows).filter((p) => p - reuse >= 0 && p >= toSpliced(promptIds) - 1);
+      segHidden = new Float32Array(positions.length * H);
+      positions.forEach((p, i) => segHidden.set(prefill.hidden.subarray((p - reuse) * H, (p - reuse + 1) * H), i * H));
+      segIndexes = positions.map((_, i) => i);
+      tokens = ids.slice(promptIds);
+      this.cache = prefill.cache;
+      this.cachedIds = ids;
+    } else {
+      // Streaming: re-decode the answer so far and emit what is new (held back mid-character).
+      let emitted = '';
+      const streamed: number[] = [];
+      const onText = opts.onText;
+      const gen = await generate(model.llm, prefill, spliced.length - reuse, {
+        maxNewTokens: opts.maxNewTokens ?? 512,
+        sampling: opts.sampling ?? null,
+        ...(onText ? {
+          onToken: (id: number): void => {
+            if (id === model.config.llama.eosTokenId) return;
+            streamed.push(id);
+            const text = tok.decode(streamed).trimStart();
+            if (!text.endsWith('\uFFFD') && text.startsWith(emitted) && text.length > emitted.length) { onText(text.slice(emitted.length)); emitted = text; }
+          },
+        } : {}),
+      });
+      tokens = gen.tokens;
+      stopped = gen.stopped;
+      tokens.forEach((id, i) => { if (id === model.segTokenIdx) segIndexes.push(i); });
+      segHidden = new Float32Array(segIndexes.length * H);
+      segIndexes.forEach((i, j) => segHidden.set(gen.producerHidden.subarray(i * H, (i + 1) * H), j * H));
+      segIndexes = segIndexes.map((_, j) => j);
+      this.cache = gen.cache;
+      this.cachedIds = [...ids, ...tokens.slice(0, -1)];
+    }
+    const t3 = now();
+    const answerIds = tokens.filter((x) => x !== model.config.llama.eosTokenId);
+    const text = teacher ? opts.answer! : tok.decode(answerIds).trim();
+    this.messages.push(user, { role: 'ASSISTANT', content: text });
+    const masks = await this.masksFor(segHidden, segIndexes, opts);
+    const t4 = now();
+    return {
+      text, masks, noTarget: segIndexes.length === 0, tokens, stopped,
+      timings: { encodeImageMs: encodeMs, prefillMs: t2 - t1, generateMs: t3 - t2, masksMs: t4 - t3, totalMs: t4 - t0 + encodeMs, promptTokens: spliced.length, newTokens: teacher ? 0 : tokens.length, reusedPositions: reuse },
+    };
+  }
+
+  /** [SEG] hidden states (plus any point/box prompts) → SAM → thresholded masks at the original size. */
+  private async masksFor(segHidden: Float32Array, segIndexes: number[], opts: SegmentOptions): Promise<SegMask[]> {
+    const model = this.model;
+    const n = segIndexes.length;
+    if (n === 0) return [];
+    const visual = this.visualTokens(opts);
+    const e = model.sam.promptEncoder.embedDim;
+    const pred = await model.textHiddenFcs(segHidden, n);
+    const t = visual.tokens + 1;
+    const sparse = new Float32Array(n * t * e);
+    for (let i = 0; i < n; i++) {
+      sparse.set(visual.data, i * t * e);
+      sparse.set(pred.subarray(i * e, (i + 1) * e), (i * t + visual.tokens) * e);
+    }
+    return this.decode(sparse, n, t, segIndexes, false);
+  }
+
+  private visualTokens(opts: SegmentOptions): { tokens: number; data: Float32Array } {
+    const enc = this.image!.encoding;
+    const [oh, ow] = enc.originalSize;
+    const [nh, nw] = samResizeShape(oh, ow, this.model.samConfig.imgSize);
+    const sx = nw / ow, sy = nh / oh;
+    const points = (opts.points ?? []).map((p) => {
+      if (!(p.x >= 0 && p.x < ow && p.y >= 0 && p.y < oh)) throw new LisaError(`point (${p.x}, ${p.y}) is outside the ${ow}x${oh} image`);
+      return { x: p.x * sx, y: p.y * sy, label: p.label };
+    });
+    const b = opts.box;
+    if (b && !(b.x1 < b.x2 && b.y1 < b.y2)) throw new LisaError(`box (${b.x1}, ${b.y1}, ${b.x2}, ${b.y2}) must have x1 < x2 and y1 < y2`);
+    if (points.length === 0 && !b) return { tokens: 0, data: new Float32Array(0) };
+    return this.model.sam.promptEncoder.embedPrompts(points, b ? { x1: b.x1 * sx, y1: b.y1 * sy, x2: b.x2 * sx, y2: b.y2 * sy } : null);
+  }
+
+  private async decode(sparse: Float32Array, n: number, tokens: number, segIndexes: number[], multimask: boolean): Promise<SegMask[]> {
+    const model = this.model, enc = this.image!.encoding;
+    const { masks, iou } = await model.decodeMasks(enc.samEmbeddings, sparse, n, tokens);
+    const [, m, mh, mw] = masks.shape as [number, number, number, number];
+    const low = new Float32Array(n * mh * mw), scores = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      const s = (iou.data as Float32Array).subarray(i * m, (i + 1) * m);
+      // multimask_output=False → mask 0 (LISA); True → the best-scoring of masks 1..3 (SAM's usual pick).
+      let pick = 0;
+      if (multimask) { pick = 1; for (let k = 2; k < m; k++) if (s[k]! > s[pick]!) pick = k; }
+      low.set((masks.data as Float32Array).subarray((i * m + pick) * mh * mw, (i * m + pick + 1) * mh * mw), i * mh * mw);
+      scores[i] = s[pick]!;
+    }
+    const post = await model.postprocess(f32([n, 1, mh, mw], low), enc);
+    const [h, w] = enc.originalSize;
+    return toSegMasks(f32([n, h, w], post.data as Float32Array), scores, segIndexes);
+  }
+
+  /** SAM with points and/or a box only (no question): one mask. */
+  async visualPrompt(opts: SegmentOptions): Promise<SegmentResult> {
+    const t0 = now();
+    if (!this.image) throw new LisaError('no image given');
+    const visual = this.visualTokens(opts);
+    if (visual.tokens === 0) throw new LisaError('give a question, or --point/--box prompts for SAM');
+    const multimask = opts.multimask ?? ((opts.points?.length ?? 0) === 1 && !opts.box);
+    const masks = await this.decode(visual.data, 1, visual.tokens, [-1], multimask);
+    const t = now() - t0;
+    return { text: '', masks, noTarget: false, tokens: [], stopped: 'teacher_forced', timings: { encodeImageMs: 0, prefillMs: 0, generateMs: 0, masksMs: t, totalMs: t, promptTokens: 0, newTokens: 0, reusedPositions: 0 } };
+  }
+}
