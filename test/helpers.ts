@@ -72,3 +72,20 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   }
   return m;
 }
+
+/** A protocol-2 pickle of plain data (lists, dicts, strings, ints), as Python's pickle.dump writes it. */
+export function pickleDump(v: unknown): Buffer {
+  const parts: Buffer[] = [Buffer.from([0x80, 2])];
+  const enc = (x: unknown): void => {
+    if (typeof x === 'string') { const b = Buffer.from(x, 'utf8'); const n = Buffer.alloc(4); n.writeUInt32LE(b.length); parts.push(Buffer.from([0x58]), n, b); }
+    else if (typeof x === 'number' && Number.isInteger(x)) { const n = Buffer.alloc(4); n.writeInt32LE(x); parts.push(Buffer.from([0x4a]), n); }
+    else if (typeof x === 'boolean') parts.push(Buffer.from([x ? 0x88 : 0x89]));
+    else if (x === null) parts.push(Buffer.from([0x4e]));
+    else if (Array.isArray(x)) { parts.push(Buffer.from([0x5d, 0x28])); x.forEach(enc); parts.push(Buffer.from([0x65])); }
+    else if (typeof x === 'object') { parts.push(Buffer.from([0x7d, 0x28])); for (const [k, val] of Object.entries(x as object)) { enc(k); enc(val); } parts.push(Buffer.from([0x75])); }
+    else throw new Error(`pickleDump: unsupported ${typeof x}`);
+  };
+  enc(v);
+  parts.push(Buffer.from([0x2e]));
+  return Buffer.concat(parts);
+}

@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { LisaError } from '../errors.js';
 import { registerChat } from './chat.js';
 import { registerDump } from './dump.js';
+import { registerEval } from './eval.js';
 import { formatInspect, inspectCheckpoint } from './inspect.js';
 import { registerSegment } from './segment.js';
 import { registerTokenize } from './tokenize.js';
@@ -26,6 +27,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 
   registerSegment(program);
   registerChat(program);
+  registerEval(program);
   registerTokenize(program);
   registerDump(program);
 

@@ -13,6 +13,8 @@ export interface ReasonSegAnnotation {
   /** true: a long sentence query; false: a short phrase (the paper's "short"/"long" split). */
   isSentence: boolean;
   shapes: Shape[];
+  /** lisa-ts extension (the sanity set): a ground-truth PNG beside the JSON, used when there are no shapes. */
+  gtPng?: string;
 }
 
 const MAX_JSON_BYTES = 64 * 1024 * 1024;
@@ -50,7 +52,9 @@ export function readReasonSegJson(path: string): ReasonSegAnnotation {
     }
     return { label: o.label, points: o.points as [number, number][] };
   });
-  return { text: text as string[], isSentence: j.is_sentence, shapes };
+  const gtPng = j.gt_png;
+  if (gtPng !== undefined && (typeof gtPng !== 'string' || gtPng.includes('/') || gtPng.includes('\\'))) throw new LisaError(`${path}: field "gt_png" must be a file name beside the JSON`);
+  return { text: text as string[], isSentence: j.is_sentence, shapes, ...(gtPng ? { gtPng } : {}) };
 }
 
 /**

@@ -163,3 +163,28 @@ export async function trainForward(model: LisaModel, enc: ImageEncoding, questio
   } else losses = { loss: ce.loss, ce_loss: ce.loss, mask_bce_loss: NaN, mask_dice_loss: NaN, mask_loss: NaN };
   return { conversation, input, ids: input.ids, labels, splicedLabels, step, segMask, seg, labelPositions, losses };
 }
+
+/**
+ * The official validation's forward for one query (ValDataset + model_forward(inference=True)): the user
+ * turn as given (with <image>), the answer teacher-forced, masks from every [SEG] of the answer.
+ */
+export async function teacherForcedMasks(model: LisaModel, enc: ImageEncoding, userContent: string, answer = '[SEG].'): Promise<SegOutputs> {
+  const wrap = (s: string): string => (model.config.mmUseImStartEnd ? s.replaceAll('<image>', '<im_start><image><im_end>') : s);
+  const input = preparePrompt(model, enc, llavaV1Prompt([{ role: 'USER', content: wrap(userContent) }, { role: 'ASSISTANT', content: answer }]));
+  const step = await llmForward(model.llm, input.embeds, input.length);
+  const positions = segHiddenPositions(input.ids, model.segTokenIdx, imageRows(model));
+  return segmentFromHidden(model, enc, gatherRows(step.hidden, positions, model.config.llama.hiddenSize), positions.length);
+}
+
+/** The question through the chat template and greedy generation; the masks of the generated [SEG]s. */
+export async function generatedMasks(model: LisaModel, enc: ImageEncoding, userContent: string, opts: GenerateOptions = {}): Promise<{ tokens: number[]; seg: SegOutputs }> {
+  const wrap = (s: string): string => (model.config.mmUseImStartEnd ? s.replaceAll('<image>', '<im_start><image><im_end>') : s);
+  const input = preparePrompt(model, enc, llavaV1Prompt([{ role: 'USER', content: wrap(userContent) }, { role: 'ASSISTANT', content: '' }]));
+  const prefill = await llmForward(model.llm, input.embeds, input.length);
+  const gen = await generate(model.llm, prefill, input.length, opts);
+  const h = model.config.llama.hiddenSize;
+  const idx = gen.tokens.flatMap((t, i) => (t === model.segTokenIdx ? [i] : []));
+  const hidden = new Float32Array(idx.length * h);
+  idx.forEach((i, j) => hidden.set(gen.producerHidden.subarray(i * h, (i + 1) * h), j * h));
+  return { tokens: gen.tokens, seg: await segmentFromHidden(model, enc, hidden, idx.length) };
+}

@@ -1,0 +1,76 @@
+import type { Command } from 'commander';
+import cliProgress from 'cli-progress';
+import { LisaError } from '../errors.js';
+import { DATASETS, loadDataset } from '../eval/datasets.js';
+import { runEval, type Protocol } from '../eval/runner.js';
+import { buildSanitySet } from '../eval/sanity-set.js';
+import { pct } from '../eval/metrics.js';
+import { loadModel, parseIntArg, type ModelCliOptions } from './common.js';
+
+interface EvalCliOptions extends Partial<ModelCliOptions> { data: string; dataset: string; split: string; protocol: string; limit?: number; out: string; predictions?: string; maxNewTokens?: number }
+
+export function registerEval(program: Command): void {
+  program
+    .command('eval')
+    .description('evaluate on ReasonSeg / refCOCO(+/g) / gRefCOCO with the official metrics (gIoU, cIoU); resumable')
+    .option('--model <dir>', 'LISA checkpoint folder (not needed with --predictions)')
+    .option('--vision-tower <dir>', 'CLIP vision tower folder')
+    .option('--threads <n>', 'onnxruntime threads', parseIntArg('--threads', 1))
+    .option('--cache-dir <dir>', 'compiled-graph cache')
+    .requiredOption('--data <dir>', 'dataset root (ReasonSeg: folder with <split>/; refer: folder with <dataset>/ and images/)')
+    .requiredOption('--dataset <name>', `one of ${DATASETS.join(', ')}`)
+    .option('--split <name>', 'split (ReasonSeg: val/test/train; refcoco(+): val/testA/testB; refcocog: val/test)', 'val')
+    .option('--protocol <p>', 'teacher-forced (the official validate) or generate (chat template + greedy)', 'teacher-forced')
+    .option('--limit <n>', 'only the first N images', parseIntArg('--limit', 1))
+    .option('--out <dir>', 'results.jsonl (appended per query; rerun to resume), report.json, report.md', 'eval-out')
+    .option('--predictions <dir>', 'score masks another model wrote: <query id>.png per query (non-zero = object)')
+    .option('--max-new-tokens <n>', 'generate protocol: tokens per answer (default 512)', parseIntArg('--max-new-tokens', 1))
+    .action(async (o: EvalCliOptions) => {
+      if (!(DATASETS as readonly string[]).includes(o.dataset)) throw new LisaError(`--dataset must be one of ${DATASETS.join(', ')}, got "${o.dataset}"`);
+      const protocol: Protocol = o.predictions ? 'predictions' : (o.protocol as Protocol);
+      if (!o.predictions && protocol !== 'teacher-forced' && protocol !== 'generate') throw new LisaError(`--protocol must be teacher-forced or generate, got "${o.protocol}"`);
+      if (!o.predictions && !o.model) throw new LisaError('--model is required (or --predictions DIR to score existing masks)');
+      const { items } = loadDataset(o.dataset, o.data, o.split);
+      const model = o.model && !o.predictions ? loadModel(o as ModelCliOptions) : null;
+      const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: 'eval [{bar}] {value}/{total} queries | {rate}/s | ETA {eta_formatted}', hideCursor: true }, cliProgress.Presets.shades_classic) : null;
+      const started = Date.now();
+      let lastLog = 0;
+      try {
+        const report = await runEval(model, items, {
+          protocol, outDir: o.out,
+          ...(o.limit ? { limit: o.limit } : {}),
+          ...(o.maxNewTokens ? { maxNewTokens: o.maxNewTokens } : {}),
+          ...(o.predictions ? { predictions: o.predictions } : {}),
+          onProgress: (done, total, resumed) => {
+            const rate = (done - resumed) / Math.max((Date.now() - started) / 1000, 1e-3);
+            if (bar) {
+              if (done === resumed) bar.start(total, done, { rate: '0.00' });
+              bar.update(done, { rate: rate.toFixed(2) });
+            } else if (Date.now() - lastLog > 5000 || done === total) {
+              lastLog = Date.now();
+              const eta = rate > 0 ? Math.round((total - done) / rate) : 0;
+              process.stderr.write(`eval ${done}/${total} queries, ${rate.toFixed(2)}/s, ETA ${eta} s\n`);
+            }
+          },
+        });
+        bar?.stop();
+        const row = (name: string, s: { giou: number; ciou: number } | null): string => (s ? `${name.padEnd(8)} gIoU ${pct(s.giou)}  cIoU ${pct(s.ciou)}\n` : '');
+        process.stdout.write(`${o.dataset} ${o.split} (${report.protocol}): ${report.scored}/${report.queries} queries scored, ${report.errors.length} errors${protocol === 'generate' ? `, ${report.noSeg} answers without [SEG]` : ''}\n`);
+        process.stdout.write(row('short', report.short) + row('long', report.long) + row('overall', report.overall));
+        process.stdout.write(`report: ${o.out}/report.md, ${o.out}/report.json; per query: ${o.out}/results.jsonl\n`);
+      } finally {
+        bar?.stop();
+        if (model) { await model.release(); model.close(); }
+      }
+    });
+
+  program
+    .command('sanity-set')
+    .description('build the small real-image sanity set (VOC, COCO, labelme images from shared/data; NOT ReasonSeg) in the ReasonSeg layout')
+    .option('--data <dir>', 'the shared data folder', '../shared/data')
+    .requiredOption('--out <dir>', 'output folder (gets val/)')
+    .action(async (o: { data: string; out: string }) => {
+      const r = await buildSanitySet(o.data, o.out);
+      process.stdout.write(`${r.count} samples written to ${o.out}/val (a sanity set, not ReasonSeg)\n`);
+    });
+}

@@ -1,0 +1,185 @@
+import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { LisaError } from '../errors.js';
+import { decodeImage } from '../image/decode.js';
+import { generatedMasks, teacherForcedMasks } from '../inference/pipeline.js';
+import type { LisaModel } from '../models/lisa.js';
+import { validationPrompt, type EvalItem } from './datasets.js';
+import { intersectionAndUnion, IouMeter, pct, type IouSummary, type MaskStats } from './metrics.js';
+
+export type Protocol = 'teacher-forced' | 'generate' | 'predictions';
+
+/** One line of results.jsonl: a scored query, or an error that skipped it. */
+export interface QueryRecord {
+  item: string;
+  id: string;
+  text?: string;
+  isSentence?: boolean;
+  intersection?: [number, number];
+  union?: [number, number];
+  /** generate protocol: the answer had no [SEG] (scored as an empty prediction). */
+  noSeg?: boolean;
+  error?: string;
+  ms?: number;
+}
+
+export interface EvalOptions {
+  protocol: Protocol;
+  outDir: string;
+  limit?: number;
+  maxNewTokens?: number;
+  /** predictions protocol: folder with `<query id>.png` per query. */
+  predictions?: string;
+  onProgress?: (done: number, total: number, resumed: number) => void;
+}
+
+export interface EvalReport {
+  protocol: Protocol;
+  queries: number;
+  scored: number;
+  errors: { id: string; error: string }[];
+  noSeg: number;
+  overall: IouSummary;
+  short: IouSummary | null;
+  long: IouSummary | null;
+}
+
+function readRecords(path: string): QueryRecord[] {
+  if (!existsSync(path)) return [];
+  const out: QueryRecord[] = [];
+  for (const line of readFileSync(path, 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    try { out.push(JSON.parse(line) as QueryRecord); } catch { /* a line cut by an interruption: that query is run again */ }
+  }
+  return out;
+}
+
+/** Non-zero pixels of a PNG as a 0/1 mask, checked against the image size. */
+async function predictionMask(path: string, h: number, w: number): Promise<Uint8Array> {
+  if (!existsSync(path)) throw new LisaError(`no prediction ${path}`);
+  const m = await decodeImage(path);
+  if (m.width !== w || m.height !== h) throw new LisaError(`prediction ${path} is ${m.width}x${m.height} but the image is ${w}x${h}`);
+  return Uint8Array.from({ length: w * h }, (_, i) => (m.data[i * 3]! > 0 ? 1 : 0));
+}
+
+/**
+ * Runs (or resumes) an evaluation: every query's intersection and union are appended to
+ * `<outDir>/results.jsonl` as it finishes, so an interrupted run continues where it stopped; errors are
+ * recorded per query and the run goes on. The report is computed from all records, grouped per image as
+ * the official validation does.
+ */
+export async function runEval(model: LisaModel | null, items: EvalItem[], opts: EvalOptions): Promise<EvalReport> {
+  mkdirSync(opts.outDir, { recursive: true });
+  const resultsPath = join(opts.outDir, 'results.jsonl');
+  const previous = readRecords(resultsPath);
+  // Drop a line cut by an interruption (it would swallow the next record) before appending again.
+  if (existsSync(resultsPath)) writeAtomic(resultsPath, previous.map((r) => JSON.stringify(r) + '\n').join(''));
+  const done = new Map(previous.map((r) => [r.id, r]));
+  const selected = opts.limit !== undefined ? items.slice(0, opts.limit) : items;
+  const total = selected.reduce((n, it) => n + Math.max(1, it.queries.length), 0);
+  let count = 0;
+  const resumed = selected.reduce((n, it) => n + (it.queries.length ? it.queries.filter((q) => done.has(q.id)).length : done.has(it.id) ? 1 : 0), 0);
+  const record = (r: QueryRecord): void => { appendFileSync(resultsPath, JSON.stringify(r) + '\n'); done.set(r.id, r); };
+  opts.onProgress?.(resumed, total, resumed);
+  count = resumed;
+  for (const item of selected) {
+    if (item.error || item.queries.length === 0) {
+      if (!done.has(item.id)) { record({ item: item.id, id: item.id, error: item.error ?? 'no queries' }); count++; opts.onProgress?.(count, total, resumed); }
+      continue;
+    }
+    const todo = item.queries.filter((q) => !done.has(q.id));
+    if (todo.length === 0) continue;
+    let image: Awaited<ReturnType<typeof decodeImage>> | null = null;
+    let enc: Awaited<ReturnType<LisaModel['encodeImage']>> | null = null;
+    try {
+      image = await decodeImage(item.image);
+      if (model && opts.protocol !== 'predictions') enc = await model.encodeImage(image);
+    } catch (e) {
+      if (!(e instanceof LisaError)) throw e;
+      for (const q of todo) { record({ item: item.id, id: q.id, error: e.message }); count++; opts.onProgress?.(count, total, resumed); }
+      continue;
+    }
+    for (const q of todo) {
+      const t0 = performance.now();
+      try {
+        const gt = await q.gt(image.height, image.width);
+        let pred: Uint8Array;
+        let noSeg: boolean | undefined;
+        if (opts.protocol === 'predictions') {
+          pred = await predictionMask(join(opts.predictions!, `${q.id}.png`), image.height, image.width);
+        } else {
+          const prompt = validationPrompt(q);
+          const seg = opts.protocol === 'teacher-forced'
+            ? await teacherForcedMasks(model!, enc!, prompt)
+            : (await generatedMasks(model!, enc!, prompt, { maxNewTokens: opts.maxNewTokens ?? 512 })).seg;
+          noSeg = seg.predEmbeddings.length === 0;
+          const hw = image.height * image.width;
+          const logits = seg.predMasks.data as Float32Array;
+          pred = noSeg ? new Uint8Array(hw) : Uint8Array.from(logits.subarray(0, hw), (v) => (v > 0 ? 1 : 0));
+        }
+        const s = intersectionAndUnion(pred, gt);
+        record({ item: item.id, id: q.id, text: q.text, isSentence: q.isSentence, intersection: s.intersection, union: s.union, ...(noSeg !== undefined ? { noSeg } : {}), ms: Math.round(performance.now() - t0) });
+      } catch (e) {
+        if (!(e instanceof LisaError)) throw e;
+        record({ item: item.id, id: q.id, error: e.message });
+      }
+      count++;
+      opts.onProgress?.(count, total, resumed);
+    }
+  }
+  const ids = new Set(selected.flatMap((it) => (it.queries.length ? it.queries.map((q) => q.id) : [it.id])));
+  const records = [...done.values()].filter((r) => ids.has(r.id));
+  const report = summarize(records, selected, opts.protocol);
+  writeAtomic(join(opts.outDir, 'report.json'), JSON.stringify(report, null, 2) + '\n');
+  writeAtomic(join(opts.outDir, 'report.md'), markdownReport(report));
+  return report;
+}
+
+function writeAtomic(path: string, text: string): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, path);
+}
+
+/** Metrics from the records, in item order, per image as validate() groups them; also split short/long. */
+export function summarize(records: QueryRecord[], items: EvalItem[], protocol: Protocol): EvalReport {
+  const byId = new Map(records.map((r) => [r.id, r]));
+  const meters = { overall: new IouMeter(), short: new IouMeter(), long: new IouMeter() };
+  let shortN = 0, longN = 0, scored = 0, noSeg = 0;
+  const errors: { id: string; error: string }[] = [];
+  for (const item of items) {
+    const groups: Record<'overall' | 'short' | 'long', MaskStats[]> = { overall: [], short: [], long: [] };
+    const ids = item.queries.length ? item.queries.map((q) => q.id) : [item.id];
+    for (const id of ids) {
+      const r = byId.get(id);
+      if (!r) continue;
+      if (r.error || !r.intersection || !r.union) { errors.push({ id, error: r.error ?? 'no result' }); continue; }
+      const stats: MaskStats = { intersection: r.intersection, union: r.union, target: [0, 0] };
+      groups.overall.push(stats);
+      (r.isSentence ? groups.long : groups.short).push(stats);
+      if (r.isSentence) longN++; else shortN++;
+      scored++;
+      if (r.noSeg) noSeg++;
+    }
+    for (const k of ['overall', 'short', 'long'] as const) meters[k].add(groups[k]);
+  }
+  return {
+    protocol, queries: items.reduce((n, it) => n + Math.max(1, it.queries.length), 0), scored, errors, noSeg,
+    overall: meters.overall.summary(), short: shortN ? meters.short.summary() : null, long: longN ? meters.long.summary() : null,
+  };
+}
+
+export function markdownReport(r: EvalReport): string {
+  const cell = (s: IouSummary | null): string => (s ? `${pct(s.giou)} | ${pct(s.ciou)}` : '– | –');
+  const lines = [
+    `Protocol: ${r.protocol}. Queries: ${r.queries}, scored: ${r.scored}, errors: ${r.errors.length}${r.protocol === 'generate' ? `, answers without [SEG]: ${r.noSeg}` : ''}.`,
+    '',
+    '| | short gIoU | short cIoU | long gIoU | long cIoU | overall gIoU | overall cIoU |',
+    '|---|---|---|---|---|---|---|',
+    `| lisa-ts | ${cell(r.short)} | ${cell(r.long)} | ${cell(r.overall)} |`,
+    '',
+    `Raw sums (foreground): intersection ${r.overall.intersectionSum[1]}, union ${r.overall.unionSum[1]}, masks ${r.overall.masks}, images ${r.overall.samples}.`,
+  ];
+  if (r.errors.length) lines.push('', 'Errors:', ...r.errors.slice(0, 50).map((e) => `- ${e.id}: ${e.error}`));
+  return lines.join('\n') + '\n';
+}
