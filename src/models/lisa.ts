@@ -10,12 +10,18 @@ import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { LlamaTokenizer } from '../text/tokenizer.js';
 import { clipVisionHiddenStates } from './clip-vision.js';
 import { readClipConfig, readLisaConfig, type ClipPreprocessorConfig, type ClipVisionConfig, type LisaConfig } from './config.js';
-import { LlamaCausalLM } from './llama-causal-lm.js';
+import { INT4, INT8 } from '../graph/quantize.js';
+import { LlamaCausalLM, llamaLinearParams } from './llama-causal-lm.js';
 import { ModuleWeights } from './module.js';
 import { inferSamEncoderConfig, samImageEncoder, type SamEncoderConfig } from './sam/image-encoder.js';
 import { SamMaskHead } from './sam/mask-head.js';
 
+/** How the LLM's linear layers run: float32, or block-quantised MatMulNBits; auto = int4 above 1B parameters. */
+export type Precision = 'auto' | 'fp32' | 'int8' | 'int4';
+
 export interface LisaLoadOptions extends EngineOptions {
+  /** Default 'auto'. SAM, CLIP, the projector and text_hidden_fcs stay float32. */
+  precision?: Precision;
   /** The CLIP tower folder (openai/clip-vit-large-patch14 layout). Default: the config's vision_tower, resolved beside or inside the model folder. */
   visionTower?: string;
   /** Called as weights are opened and graphs are built. */
@@ -52,6 +58,8 @@ export class LisaModel {
   readonly sam: SamMaskHead;
   readonly engine: Engine;
   readonly segTokenIdx: number;
+  /** The precision the LLM's linear layers run at. */
+  readonly precision: Exclude<Precision, 'auto'>;
   /** The language model (LLaVA's LLaMA), with its KV-cache session. */
   readonly llm: LlamaCausalLM;
   private readonly sessions = new Map<string, Promise<EngineSession>>();
@@ -73,7 +81,10 @@ export class LisaModel {
     this.samConfig = inferSamEncoderConfig(vm.sub('image_encoder'));
     this.engine = new Engine(opts);
     this.sam = new SamMaskHead(this.ckpt, 'model.visual_model', this.engine, this.samConfig.imgSize, this.samConfig.imgSize / this.samConfig.patchSize);
-    this.llm = new LlamaCausalLM(this.config.llama, this.ckpt, this.engine);
+    const precision = opts.precision ?? 'auto';
+    const resolved = precision === 'auto' ? (llamaLinearParams(this.config.llama) > 1e9 ? 'int4' : 'fp32') : precision;
+    this.precision = resolved;
+    this.llm = new LlamaCausalLM(this.config.llama, this.ckpt, this.engine, `llm_${resolved}`, resolved === 'int4' ? INT4 : resolved === 'int8' ? INT8 : null);
     const llm = this.config.llama;
     if (this.clipConfig.hiddenSize !== this.config.mmHiddenSize) throw new LisaError(`${clipDir}: CLIP width ${this.clipConfig.hiddenSize} does not match the model's mm_hidden_size ${this.config.mmHiddenSize}`);
     if (this.tokenizer.vocabSize !== llm.vocabSize) throw new LisaError(`${dir}: tokenizer has ${this.tokenizer.vocabSize} tokens but config.json vocab_size is ${llm.vocabSize}`);

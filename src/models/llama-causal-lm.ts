@@ -4,6 +4,7 @@ import type { Value } from '../graph/ir.js';
 import type { Engine, EngineSession } from '../graph/session.js';
 import type { Checkpoint } from '../io/checkpoint.js';
 import { toFloat32, type DType } from '../io/dtype.js';
+import type { QuantSpec } from '../graph/quantize.js';
 import type { LlamaConfig } from './config.js';
 import { llamaDecoder } from './llama.js';
 import { ModuleWeights } from './module.js';
@@ -17,7 +18,7 @@ export class LlamaCausalLM {
   private session: Promise<EngineSession> | null = null;
   private table: { dtype: DType; bytes: Uint8Array; rowBytes: number; rows: number } | null = null;
 
-  constructor(readonly config: LlamaConfig, readonly ckpt: Checkpoint, readonly engine: Engine, readonly name = 'llm') {}
+  constructor(readonly config: LlamaConfig, readonly ckpt: Checkpoint, readonly engine: Engine, readonly name = 'llm', readonly quant: QuantSpec | null = null) {}
 
   graph(): Graph {
     const c = this.config;
@@ -30,7 +31,7 @@ export class LlamaCausalLM {
       pk.push(g.input(`past_key_${i}`, 'float32', [1, c.numKvHeads, 'past', hd]));
       pv.push(g.input(`past_value_${i}`, 'float32', [1, c.numKvHeads, 'past', hd]));
     }
-    const io = llamaDecoder(g, new ModuleWeights(this.ckpt, ''), c, embeds, pos, pk, pv);
+    const io = llamaDecoder(g, new ModuleWeights(this.ckpt, '', this.quant), c, embeds, pos, pk, pv);
     g.output(io.hidden, 'hidden');
     g.output(io.logits, 'logits');
     io.presentKeys.forEach((k, i) => g.output(k, `present_key_${i}`));
@@ -64,4 +65,11 @@ export class LlamaCausalLM {
     if (this.session) await (await this.session).release();
     this.session = null;
   }
+}
+
+/** Parameters in the decoder's linear layers (what quantisation applies to). */
+export function llamaLinearParams(c: LlamaConfig): number {
+  const hd = c.hiddenSize / c.numHeads;
+  const attn = c.hiddenSize * c.hiddenSize * 2 + 2 * c.hiddenSize * c.numKvHeads * hd;
+  return c.numLayers * (attn + 3 * c.hiddenSize * c.intermediateSize) + c.vocabSize * c.hiddenSize;
 }

@@ -58,6 +58,8 @@ export function llamaDecoder(g: Graph, w: ModuleWeights, cfg: LlamaConfig, input
   }
   const hidden = g.rmsNorm(x, model.param(g, 'norm.weight'), cfg.rmsNormEps);
   // Tied embeddings: lm_head is embed_tokens when the checkpoint stores no separate head.
-  const logits = w.has('lm_head.weight') || !cfg.tieWordEmbeddings ? w.linear(g, hidden, 'lm_head') : model.linear(g, hidden, 'embed_tokens');
+  // The head stays at 8 bits when the body is 4-bit: its errors land directly on the logits.
+  const head = w.quant ? w.withQuant({ ...w.quant, bits: 8 }) : w;
+  const logits = w.has('lm_head.weight') || !cfg.tieWordEmbeddings ? head.linear(g, hidden, 'lm_head') : head.sub('model').linear(g, hidden, 'embed_tokens');
   return { hidden, logits, presentKeys, presentValues, layerOutputs };
 }

@@ -2,6 +2,7 @@ import { LisaError } from '../errors.js';
 import type { Graph } from '../graph/graph.js';
 import type { Value } from '../graph/ir.js';
 import { linear } from '../graph/nn.js';
+import { quantizedLinear, type QuantSpec } from '../graph/quantize.js';
 import { tensorWeight, transposedWeight } from '../graph/weights.js';
 import type { Checkpoint } from '../io/checkpoint.js';
 import type { TensorRef } from '../io/tensor-ref.js';
@@ -12,10 +13,14 @@ import type { TensorRef } from '../io/tensor-ref.js';
  * mirror. Weights enter graphs as float32 (bf16 checkpoints are widened once, into the cache).
  */
 export class ModuleWeights {
-  constructor(readonly ckpt: Checkpoint, readonly prefix: string) {}
+  /** `quant`: Linear layers below this module run as MatMulNBits with these settings (null: float32). */
+  constructor(readonly ckpt: Checkpoint, readonly prefix: string, readonly quant: QuantSpec | null = null) {}
 
   sub(name: string | number): ModuleWeights {
-    return new ModuleWeights(this.ckpt, this.prefix ? `${this.prefix}.${name}` : String(name));
+    return new ModuleWeights(this.ckpt, this.prefix ? `${this.prefix}.${name}` : String(name), this.quant);
+  }
+  withQuant(quant: QuantSpec | null): ModuleWeights {
+    return new ModuleWeights(this.ckpt, this.prefix, quant);
   }
   name(leaf: string): string { return this.prefix ? `${this.prefix}.${leaf}` : leaf; }
   has(leaf: string): boolean { return this.ckpt.tensors.has(this.name(leaf)); }
@@ -28,10 +33,15 @@ export class ModuleWeights {
   shape(leaf: string): readonly number[] { return this.ref(leaf).shape; }
   /** The tensor as a float32 graph weight. */
   param(g: Graph, leaf: string): Value { return tensorWeight(g, this.ref(leaf), { dtype: 'float32' }); }
-  /** nn.Linear: x @ weight.T + bias (bias when the checkpoint has one). */
+  /** nn.Linear: x @ weight.T + bias (bias when the checkpoint has one); block-quantised when `quant` is set. */
   linear(g: Graph, x: Value, leaf: string): Value {
     const m = this.sub(leaf);
-    return linear(g, x, transposedWeight(g, m.ref('weight')), m.has('bias') ? m.param(g, 'bias') : null);
+    const bias = m.has('bias') ? m.param(g, 'bias') : null;
+    if (this.quant) {
+      const y = quantizedLinear(g, x, m.ref('weight'), this.quant);
+      return bias ? g.add(y, bias) : y;
+    }
+    return linear(g, x, transposedWeight(g, m.ref('weight')), bias);
   }
   /** nn.LayerNorm over the last dim. */
   layerNorm(g: Graph, x: Value, leaf: string, eps: number): Value {
