@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { LisaError } from '../errors.js';
 import { registerChat } from './chat.js';
+import { registerConvert } from './convert.js';
 import { registerDump } from './dump.js';
 import { registerEval } from './eval.js';
 import { formatInspect, inspectCheckpoint } from './inspect.js';
@@ -28,6 +29,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   registerSegment(program);
   registerChat(program);
   registerEval(program);
+  registerConvert(program);
   registerTokenize(program);
   registerDump(program);
 

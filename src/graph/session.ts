@@ -18,6 +18,8 @@ export interface EngineOptions {
   threads?: number;
   /** onnxruntime execution providers, in order of preference. Default: ['cpu']. */
   executionProviders?: string[];
+  /** Called as a compile writes converted weights into the cache (graph name, weights done, total). */
+  onWrite?: (graph: string, done: number, total: number) => void;
 }
 
 /** Initializers at most this big are stored inside model.onnx; bigger ones go to external data. */
@@ -40,8 +42,10 @@ export class Engine {
   readonly cacheDir: string;
   readonly threads: number;
   readonly executionProviders: string[];
+  private readonly onWrite: EngineOptions['onWrite'];
 
   constructor(opts: EngineOptions = {}) {
+    this.onWrite = opts.onWrite;
     this.cacheDir = opts.cacheDir ?? defaultCacheDir();
     this.threads = opts.threads ?? availableParallelism();
     this.executionProviders = opts.executionProviders ?? ['cpu'];
@@ -62,7 +66,7 @@ export class Engine {
       for (const id of layout.identities) hash.update(id);
       const dir = join(graphsDir, `${graph.name.replace(/[^\w.-]/g, '_')}-${hash.digest('hex').slice(0, 20)}`);
       if (existsSync(join(dir, 'model.onnx'))) return { dir, cached: true };
-      writeData(join(staging, 'data.bin'), layout.toWrite);
+      writeData(join(staging, 'data.bin'), layout.toWrite, (done, total) => this.onWrite?.(graph.name, done, total));
       writeAll(join(staging, 'model.onnx'), [model]);
       try {
         renameSync(staging, dir);
@@ -140,10 +144,11 @@ function planLayout(graph: Graph, staging: string): Layout {
   return { placement, identities, toWrite };
 }
 
-function writeData(path: string, items: { offset: number; init: Initializer }[]): void {
+function writeData(path: string, items: { offset: number; init: Initializer }[], progress: (done: number, total: number) => void): void {
   const fd = openSync(path, 'w');
   try {
-    for (const { offset, init } of items) {
+    for (const [k, { offset, init }] of items.entries()) {
+      progress(k, items.length);
       const src = init.source;
       let bytes: Uint8Array;
       if (src.kind === 'bytes') bytes = src.bytes;
@@ -157,6 +162,7 @@ function writeData(path: string, items: { offset: number; init: Initializer }[])
       let done = 0;
       while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done, offset + done);
     }
+    progress(items.length, items.length);
   } finally {
     closeSync(fd);
   }

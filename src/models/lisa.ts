@@ -131,39 +131,72 @@ export class LisaModel {
 
   /** CLIP (to layer mm_vision_select_layer, CLS dropped) + mm_projector. */
   private clipSession(allHidden: boolean): Promise<EngineSession> {
-    return this.session(allHidden ? 'clip_all' : 'clip', () => {
-      const g = new Graph(allHidden ? 'clip_all' : 'clip');
-      const c = this.clipConfig;
-      const size = this.clipPreprocess.cropSize;
-      const px = g.input('pixel_values', 'float32', [1, 3, size, size]);
-      const n = c.numLayers;
-      const select = this.config.mmVisionSelectLayer < 0 ? n + 1 + this.config.mmVisionSelectLayer : this.config.mmVisionSelectLayer;
-      const states = clipVisionHiddenStates(g, new ModuleWeights(this.clipCkpt, ''), c, px, allHidden ? n : select);
-      const feats = g.slice(states[select]!, [1], [Number.MAX_SAFE_INTEGER], [1]);
-      g.output(feats, 'image_features');
-      g.output(new ModuleWeights(this.ckpt, 'model').linear(g, feats, 'mm_projector'), 'mm_projector_out');
-      if (allHidden) g.output(g.concat(states, 0), 'hidden_states');
-      return g;
-    });
+    return this.session(allHidden ? 'clip_all' : 'clip', () => this.clipGraph(allHidden));
+  }
+
+  private clipGraph(allHidden: boolean): Graph {
+    const g = new Graph(allHidden ? 'clip_all' : 'clip');
+    const c = this.clipConfig;
+    const size = this.clipPreprocess.cropSize;
+    const px = g.input('pixel_values', 'float32', [1, 3, size, size]);
+    const n = c.numLayers;
+    const select = this.config.mmVisionSelectLayer < 0 ? n + 1 + this.config.mmVisionSelectLayer : this.config.mmVisionSelectLayer;
+    const states = clipVisionHiddenStates(g, new ModuleWeights(this.clipCkpt, ''), c, px, allHidden ? n : select);
+    const feats = g.slice(states[select]!, [1], [Number.MAX_SAFE_INTEGER], [1]);
+    g.output(feats, 'image_features');
+    g.output(new ModuleWeights(this.ckpt, 'model').linear(g, feats, 'mm_projector'), 'mm_projector_out');
+    if (allHidden) g.output(g.concat(states, 0), 'hidden_states');
+    return g;
   }
 
   private samEncoderSession(): Promise<EngineSession> {
-    return this.session('sam_image_encoder', () => {
-      const g = new Graph('sam_image_encoder');
-      const s = this.samConfig.imgSize;
-      g.output(samImageEncoder(g, new ModuleWeights(this.ckpt, 'model.visual_model.image_encoder'), this.samConfig, g.input('pixels', 'float32', [1, 3, s, s])), 'image_embeddings');
-      return g;
+    return this.session('sam_image_encoder', () => this.samEncoderGraph());
+  }
+
+  private samEncoderGraph(): Graph {
+    const g = new Graph('sam_image_encoder');
+    const s = this.samConfig.imgSize;
+    g.output(samImageEncoder(g, new ModuleWeights(this.ckpt, 'model.visual_model.image_encoder'), this.samConfig, g.input('pixels', 'float32', [1, 3, s, s])), 'image_embeddings');
+    return g;
+  }
+
+  /**
+   * Builds every graph and writes every converted weight into the cache without opening sessions (what
+   * `lisa convert` runs), so the first real question starts fast. Returns each graph's folder.
+   */
+  compileAll(onGraph?: (name: string, index: number, total: number) => void): { name: string; dir: string; cached: boolean }[] {
+    const builders: [string, () => Graph][] = [
+      ['clip', () => this.clipGraph(false)],
+      ['sam_image_encoder', () => this.samEncoderGraph()],
+      [this.llm.name, () => this.llm.graph()],
+      ['text_hidden_fcs', () => this.fcsGraph()],
+      ['sam_mask_decoder', () => this.sam.decoderGraph()],
+      ['sam_postprocess', () => this.sam.postGraph()],
+    ];
+    return builders.map(([name, build], i) => {
+      onGraph?.(name, i, builders.length);
+      return { name, ...this.engine.compile(build()) };
     });
+  }
+
+  /** CLIP + mm_projector on preprocessed pixels [3, crop, crop]. */
+  async runClip(clipPixels: Float32Array, allHidden = false): Promise<Record<string, HostTensor>> {
+    const size = this.clipPreprocess.cropSize;
+    return (await this.clipSession(allHidden)).run({ pixel_values: f32([1, 3, size, size], clipPixels) });
+  }
+
+  /** SAM's image encoder on normalised, padded pixels [3, 1024, 1024] → [1, 256, 64, 64]. */
+  async runSamEncoder(pixels: Float32Array): Promise<HostTensor> {
+    const s = this.samConfig.imgSize;
+    return (await (await this.samEncoderSession()).run({ pixels: f32([1, 3, s, s], pixels) })).image_embeddings!;
   }
 
   /** Runs both vision branches on an image (CLIP for the LLM, SAM's encoder for the masks). */
   async encodeImage(image: RgbImage, opts: { clipHiddenStates?: boolean } = {}): Promise<ImageEncoding> {
-    const size = this.clipPreprocess.cropSize;
     const clipPixels = clipPreprocess(image, this.clipPreprocess);
     const samResized = samResize(image, this.samConfig.imgSize);
-    const clip = await (await this.clipSession(opts.clipHiddenStates === true)).run({ pixel_values: f32([1, 3, size, size], clipPixels) });
-    const s = this.samConfig.imgSize;
-    const sam = await (await this.samEncoderSession()).run({ pixels: f32([1, 3, s, s], samNormalizePad(samResized, s)) });
+    const clip = await this.runClip(clipPixels, opts.clipHiddenStates === true);
+    const sam = { image_embeddings: await this.runSamEncoder(samNormalizePad(samResized, this.samConfig.imgSize)) };
     const enc: ImageEncoding = {
       image,
       originalSize: [image.height, image.width],
@@ -189,13 +222,15 @@ export class LisaModel {
 
   /** text_hidden_fcs: Linear(H, H) → ReLU → Linear(H, out_dim) on [N, H] hidden states. */
   private fcsSession(): Promise<EngineSession> {
-    return this.session('text_hidden_fcs', () => {
-      const g = new Graph('text_hidden_fcs');
-      const w = new ModuleWeights(this.ckpt, 'model.text_hidden_fcs.0');
-      const x = g.input('hidden', 'float32', ['n', this.config.llama.hiddenSize]);
-      g.output(w.linear(g, g.relu(w.linear(g, x, '0')), '2'), 'pred_embeddings');
-      return g;
-    });
+    return this.session('text_hidden_fcs', () => this.fcsGraph());
+  }
+
+  private fcsGraph(): Graph {
+    const g = new Graph('text_hidden_fcs');
+    const w = new ModuleWeights(this.ckpt, 'model.text_hidden_fcs.0');
+    const x = g.input('hidden', 'float32', ['n', this.config.llama.hiddenSize]);
+    g.output(w.linear(g, g.relu(w.linear(g, x, '0')), '2'), 'pred_embeddings');
+    return g;
   }
 
   async textHiddenFcs(hidden: Float32Array, n: number): Promise<Float32Array> {

@@ -29,19 +29,21 @@ export class SamMaskHead {
   }
 
   private decoderSession(): Promise<EngineSession> {
-    this.decoder ??= this.engine.load((() => {
-      const g = new Graph('sam_mask_decoder');
-      const c = this.promptEncoder.embedDim;
-      const w = new ModuleWeights(this.ckpt, this.prefix);
-      const emb = g.input('image_embeddings', 'float32', [1, c, this.grid, this.grid]);
-      const sparse = g.input('sparse', 'float32', ['n', 't', c]);
-      const pe = g.constant('float32', [1, c, this.grid, this.grid], this.imagePe(), 'image_pe');
-      const { masks, iou } = samMaskDecoder(g, w.sub('mask_decoder'), emb, pe, sparse, w.sub('prompt_encoder').param(g, 'no_mask_embed.weight'));
-      g.output(masks, 'masks');
-      g.output(iou, 'iou_predictions');
-      return g;
-    })());
+    this.decoder ??= this.engine.load(this.decoderGraph());
     return this.decoder;
+  }
+
+  decoderGraph(): Graph {
+    const g = new Graph('sam_mask_decoder');
+    const c = this.promptEncoder.embedDim;
+    const w = new ModuleWeights(this.ckpt, this.prefix);
+    const emb = g.input('image_embeddings', 'float32', [1, c, this.grid, this.grid]);
+    const sparse = g.input('sparse', 'float32', ['n', 't', c]);
+    const pe = g.constant('float32', [1, c, this.grid, this.grid], this.imagePe(), 'image_pe');
+    const { masks, iou } = samMaskDecoder(g, w.sub('mask_decoder'), emb, pe, sparse, w.sub('prompt_encoder').param(g, 'no_mask_embed.weight'));
+    g.output(masks, 'masks');
+    g.output(iou, 'iou_predictions');
+    return g;
   }
 
   /** The mask decoder for N prompts of T sparse tokens each, on one image: all mask tokens [N, 4, 256, 256], IoU [N, 4]. */
@@ -51,17 +53,19 @@ export class SamMaskHead {
   }
 
   private postSession(): Promise<EngineSession> {
-    this.post ??= this.engine.load((() => {
-      const g = new Graph('sam_postprocess');
-      const low = 4 * this.grid;
-      const masks = g.input('masks', 'float32', ['n', 'm', low, low]);
-      const axis = (name: string, n: string): AxisResize => ({
-        i0: g.input(`${name}_i0`, 'int64', [n]), i1: g.input(`${name}_i1`, 'int64', [n]), w0: g.input(`${name}_w0`, 'float32', [n]), w1: g.input(`${name}_w1`, 'float32', [n]),
-      });
-      g.output(postprocessMasks(g, masks, { rows: axis('rows', 'H'), cols: axis('cols', 'W') }, this.imgSize), 'pred_masks');
-      return g;
-    })());
+    this.post ??= this.engine.load(this.postGraph());
     return this.post;
+  }
+
+  postGraph(): Graph {
+    const g = new Graph('sam_postprocess');
+    const low = 4 * this.grid;
+    const masks = g.input('masks', 'float32', ['n', 'm', low, low]);
+    const axis = (name: string, n: string): AxisResize => ({
+      i0: g.input(`${name}_i0`, 'int64', [n]), i1: g.input(`${name}_i1`, 'int64', [n]), w0: g.input(`${name}_w0`, 'float32', [n]), w1: g.input(`${name}_w1`, 'float32', [n]),
+    });
+    g.output(postprocessMasks(g, masks, { rows: axis('rows', 'H'), cols: axis('cols', 'W') }, this.imgSize), 'pred_masks');
+    return g;
   }
 
   /** Sam.postprocess_masks: [N, M, 256, 256] low-res logits → [N, M, H, W] logits at the original size. */
