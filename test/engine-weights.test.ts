@@ -29,10 +29,13 @@ describe('checkpoint weights in graphs', () => {
       const engine = new Engine({ cacheDir: cache.path, threads: 1 });
       const { dir, cached } = engine.compile(g);
       assert.equal(cached, false);
-      // Two hard links (the torch shard, the safetensors file) and data.bin with only the converted tensors.
+      // Hard links to the two checkpoint files used in place, and to the two converted tensors in the store.
       const files = readdirSync(dir).sort();
       assert.equal(files.filter((f) => f.startsWith('w')).length, 2, files.join(','));
-      assert.equal(statSync(join(dir, 'data.bin')).size, 2 * 8 * 6 * 4, 'the two converted 8x6 fp32 tensors (192 bytes each, 64-aligned)');
+      assert.equal(files.filter((f) => f.startsWith('c-')).length, 2, files.join(','));
+      const store = readdirSync(join(cache.path, 'weights'));
+      assert.deepEqual(store.map((f) => statSync(join(cache.path, 'weights', f)).size), [192, 192], 'two converted 8x6 fp32 tensors');
+      assert.equal(statSync(join(dir, 'data.bin')).size, 0);
       const s = await engine.load(g);
       const xv = Array.from({ length: 8 }, (_, i) => i - 3);
       const nv = Array.from({ length: 64 }, (_, i) => i);
@@ -46,6 +49,16 @@ describe('checkpoint weights in graphs', () => {
       closeTo(o.c!.data as Float32Array, Array.from({ length: 8 }, (_, j) => B[j * 6]!)); // row 0 of W.T = column 0 of W
       closeTo(o.d!.data as Float32Array, nv.map((v, i) => v * N[i]!));
       assert.equal(engine.compile(g).cached, true, 'second compile reuses the cache');
+      // Another graph using the same converted weight reuses the stored conversion.
+      const g2 = new Graph('weights_again');
+      const t = tensorWeight(g2, proj, { dtype: 'float32' });
+      const src = g2.initializers.find((i) => i.value === t)!.source as { produce: () => Uint8Array };
+      let produced = 0;
+      const orig = src.produce;
+      src.produce = () => { produced++; return orig(); };
+      g2.output(g2.matmul(g2.input('x', 'float32', [1, 8]), t), 'y');
+      assert.equal(engine.compile(g2).cached, false);
+      assert.equal(produced, 0, 'no second conversion');
     } finally {
       ckpt.close();
       tiny.close();

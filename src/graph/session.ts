@@ -33,10 +33,10 @@ export function defaultCacheDir(): string {
 /**
  * Compiles graphs into a disk cache and opens onnxruntime sessions on them.
  *
- * A compiled graph is a folder `<cache>/graphs/<name>-<key>/` holding model.onnx, data.bin (weights that had
- * to be written: computed ones and constants) and hard links to weight files used in place. The key hashes
- * the serialised graph and every weight's identity (file, size, mtime, offset; or computed key), so a second
- * run with the same model finds the folder and neither rebuilds nor re-converts anything.
+ * A compiled graph is a folder `<cache>/graphs/<name>-<key>/` holding model.onnx, data.bin (constants) and
+ * hard links to weight files used in place and to converted weights in `<cache>/weights/`. The key hashes the
+ * serialised graph and every weight's identity (file, size, mtime, offset; or computed key), so a second run
+ * with the same model finds the folder and neither rebuilds nor re-converts anything.
  */
 export class Engine {
   readonly cacheDir: string;
@@ -60,13 +60,13 @@ export class Engine {
     const staging = join(graphsDir, `.staging-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
     mkdirSync(staging);
     try {
-      const layout = planLayout(graph, staging);
+      const layout = planLayout(graph, staging, join(this.cacheDir, 'weights'), (done, total) => this.onWrite?.(graph.name, done, total));
       const model = serializeModel(graph, (v) => layout.placement.get(v.id)!);
       const hash = createHash('sha256').update(model);
       for (const id of layout.identities) hash.update(id);
       const dir = join(graphsDir, `${graph.name.replace(/[^\w.-]/g, '_')}-${hash.digest('hex').slice(0, 20)}`);
       if (existsSync(join(dir, 'model.onnx'))) return { dir, cached: true };
-      writeData(join(staging, 'data.bin'), layout.toWrite, (done, total) => this.onWrite?.(graph.name, done, total));
+      writeData(join(staging, 'data.bin'), layout.toWrite);
       writeAll(join(staging, 'model.onnx'), [model]);
       try {
         renameSync(staging, dir);
@@ -101,7 +101,15 @@ interface Layout {
   toWrite: { offset: number; init: Initializer }[];
 }
 
-function planLayout(graph: Graph, staging: string): Layout {
+/**
+ * Where every initializer goes. Converted (`computed`) weights live in a content-addressed store,
+ * `<cache>/weights/<sha256(key)>.bin`, written once and hard-linked into each graph that uses them, so a
+ * changed graph (or a debug variant) never converts again.
+ */
+function planLayout(graph: Graph, staging: string, store: string, progress: (done: number, total: number) => void): Layout {
+  mkdirSync(store, { recursive: true });
+  const computed = graph.initializers.filter((i) => i.source.kind === 'computed');
+  let converted = 0;
   const placement = new Map<number, Placement>();
   const identities: string[] = [];
   const toWrite: { offset: number; init: Initializer }[] = [];
@@ -121,7 +129,23 @@ function planLayout(graph: Graph, staging: string): Layout {
       else toData(init, src.bytes.byteLength);
     } else if (src.kind === 'computed') {
       identities.push(`computed:${src.key}`);
-      toData(init, src.byteLength);
+      const id = createHash('sha256').update(src.key).digest('hex').slice(0, 32);
+      const stored = join(store, `${id}.bin`);
+      if (!existsSync(stored) || statSync(stored).size !== src.byteLength) {
+        progress(converted, computed.length);
+        const bytes = src.produce();
+        if (bytes.byteLength !== src.byteLength) throw new Error(`computed weight ${init.value.name} produced ${bytes.byteLength} bytes, expected ${src.byteLength}`);
+        writeAll(`${stored}.tmp-${process.pid}`, [bytes]);
+        renameSync(`${stored}.tmp-${process.pid}`, stored);
+      }
+      converted++;
+      const name = `c-${id}.bin`;
+      try {
+        linkSync(stored, join(staging, name));
+        placement.set(init.value.id, { kind: 'external', location: name, offset: 0, length: src.byteLength });
+      } catch {
+        toData(init, src.byteLength); // no hard links here: copy into data.bin
+      }
     } else {
       const real = realpathSync(src.span.path);
       const st = statSync(real);
@@ -141,14 +165,14 @@ function planLayout(graph: Graph, staging: string): Layout {
       else toData(init, src.span.length);
     }
   }
+  progress(computed.length, computed.length);
   return { placement, identities, toWrite };
 }
 
-function writeData(path: string, items: { offset: number; init: Initializer }[], progress: (done: number, total: number) => void): void {
+function writeData(path: string, items: { offset: number; init: Initializer }[]): void {
   const fd = openSync(path, 'w');
   try {
-    for (const [k, { offset, init }] of items.entries()) {
-      progress(k, items.length);
+    for (const { offset, init } of items) {
       const src = init.source;
       let bytes: Uint8Array;
       if (src.kind === 'bytes') bytes = src.bytes;
@@ -162,7 +186,6 @@ function writeData(path: string, items: { offset: number; init: Initializer }[],
       let done = 0;
       while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done, offset + done);
     }
-    progress(items.length, items.length);
   } finally {
     closeSync(fd);
   }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { LisaError } from '../errors.js';
-import { f32, type HostTensor } from '../graph/tensor.js';
+import { f32 } from '../graph/tensor.js';
 import { decodeImage, type RgbImage } from '../image/decode.js';
 import { samResizeShape } from '../image/preprocess.js';
 import type { ImageEncoding, LisaModel } from '../models/lisa.js';
@@ -78,19 +78,6 @@ export class ImageCache {
   }
 }
 
-/** Keeps the first `length` positions of a KV cache (a prefix shared with the new prompt). */
-function truncateCache(cache: KvCache, length: number): KvCache {
-  if (length >= cache.length) return cache;
-  const cut = (t: HostTensor): HostTensor => {
-    const [b, h, len, d] = t.shape as [number, number, number, number];
-    const src = t.data as Float32Array;
-    const out = new Float32Array(b * h * length * d);
-    for (let i = 0; i < b * h; i++) out.set(src.subarray(i * len * d, i * len * d + length * d), i * length * d);
-    return f32([b, h, length, d], out);
-  };
-  return { keys: cache.keys.map(cut), values: cache.values.map(cut), length };
-}
-
 /**
  * A conversation about one image, in the llava_v1 template. Unlike the official chat.py (which forgets every
  * turn), the history is kept; each turn reuses the KV cache of the prompt prefix it shares with the last one,
@@ -141,7 +128,7 @@ export class ChatSession {
     while (common < this.cachedIds.length && common < ids.length - 1 && this.cachedIds[common] === ids[common]) common++;
     if (common === spliced.imageStart) common = Math.max(0, common - 1);
     const reuse = this.cache && common > 0 ? toSpliced(common) : 0;
-    const past = reuse > 0 ? truncateCache(this.cache!, reuse) : undefined;
+    const past = reuse > 0 ? this.cache!.truncate(reuse) : undefined;
     const t1 = now();
     const prefill = await llmForward(model.llm, spliced.embeds.subarray(reuse * H), spliced.length - reuse, past);
     const t2 = now();

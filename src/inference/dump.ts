@@ -52,7 +52,7 @@ export async function dumpIntermediates(model: LisaModel, image: RgbImage, outDi
     put('mm_projector_out', 'float32', [1, rows, H], enc.projected);
     put('sam_image_embeddings', 'float32', [...enc.samEmbeddings.shape], enc.samEmbeddings.data);
 
-    const chat = await runChat(model, enc, opts.question, { maxNewTokens: opts.maxNewTokens ?? 512, keepStepLogits: true });
+    const chat = await runChat(model, enc, opts.question, { maxNewTokens: opts.maxNewTokens ?? 512, keepStepLogits: true }, true);
     const L = chat.input.length;
     put('input_ids', 'int64', [1, chat.input.ids.length], i64(chat.input.ids));
     put('inputs_embeds', 'float32', [1, L, H], chat.input.embeds);
@@ -112,7 +112,7 @@ export async function dumpIntermediates(model: LisaModel, image: RgbImage, outDi
         if (m.length !== pixels) throw new LisaError(`ground-truth mask ${i + 1} has ${m.length} pixels; the image has ${ow}x${oh}`);
         all.set(m, i * pixels);
       });
-      const t = await trainForward(model, enc, opts.question, opts.answer, gt.length ? all : null);
+      const t = await trainForward(model, enc, opts.question, opts.answer, gt.length ? all : null, true);
       const Lt = t.step.hidden.length / H, n = t.seg.predEmbeddings.length / model.sam.promptEncoder.embedDim;
       put('train_input_ids', 'int64', [1, t.ids.length], i64(t.ids));
       put('train_labels', 'int64', [1, t.labels.length], i64(t.labels));

@@ -84,9 +84,9 @@ export interface ChatRun {
  * chat.py + LISA.evaluate for one question (official semantics): prompt, greedy generation, every [SEG] in
  * the prompt and the output gives a mask from the hidden state before it.
  */
-export async function runChat(model: LisaModel, enc: ImageEncoding, question: string, opts: GenerateOptions = {}): Promise<ChatRun> {
+export async function runChat(model: LisaModel, enc: ImageEncoding, question: string, opts: GenerateOptions = {}, debug = false): Promise<ChatRun> {
   const input = preparePrompt(model, enc, chatPrompt(question, model.config.mmUseImStartEnd));
-  const prefill = await llmForward(model.llm, input.embeds, input.length);
+  const prefill = await llmForward(model.llm, input.embeds, input.length, undefined, debug);
   const generation = await generate(model.llm, prefill, input.length, opts);
   const outputIds = [...input.ids, ...generation.tokens];
   const segPositions = segHiddenPositions(outputIds, model.segTokenIdx, imageRows(model));
@@ -138,7 +138,7 @@ export function collateLabels(model: LisaModel, conversation: string, ids: reado
  * collated ids and labels, the LLM over the whole conversation, [SEG] hidden states → masks at the
  * ground-truth size, and the CE / BCE / Dice losses with LISA's weights. Inference only (no gradients).
  */
-export async function trainForward(model: LisaModel, enc: ImageEncoding, question: string, answer: string, gtMasks: Uint8Array | null): Promise<TrainForward> {
+export async function trainForward(model: LisaModel, enc: ImageEncoding, question: string, answer: string, gtMasks: Uint8Array | null, debug = false): Promise<TrainForward> {
   const user = imageQuestion(question, false); // "<image>\n…"; collate wraps <image> in <im_start>/<im_end>
   const conversation = llavaV1Prompt([{ role: 'USER', content: user }, { role: 'ASSISTANT', content: answer }]);
   const wrapped = model.config.mmUseImStartEnd ? conversation.replaceAll('<image>', '<im_start><image><im_end>') : conversation;
@@ -146,7 +146,7 @@ export async function trainForward(model: LisaModel, enc: ImageEncoding, questio
   const labels = collateLabels(model, wrapped, input.ids);
   const rows = imageRows(model);
   const splicedLabels = spliceLabels(labels, input.ids, rows);
-  const step = await llmForward(model.llm, input.embeds, input.length);
+  const step = await llmForward(model.llm, input.embeds, input.length, undefined, debug);
   const h = model.config.llama.hiddenSize;
   const positions = segHiddenPositions(input.ids, model.segTokenIdx, rows);
   const segMask = new Array<boolean>(input.length).fill(false);

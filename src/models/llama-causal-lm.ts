@@ -11,38 +11,40 @@ import { ModuleWeights } from './module.js';
 
 /**
  * LlamaForCausalLM as one onnxruntime session with a KV cache (inputs_embeds, position_ids, past_key_i,
- * past_value_i → hidden, logits, present_key_i, present_value_i, layer_i), plus the token embedding
+ * past_value_i → hidden, logits, new_key_i, new_value_i [, layer_i]), plus the token embedding
  * lookup, which runs here: a row read is cheaper than a graph, and LLaVA splices image rows in anyway.
  */
 export class LlamaCausalLM {
-  private session: Promise<EngineSession> | null = null;
+  private readonly sessions = new Map<boolean, Promise<EngineSession>>();
   private table: { dtype: DType; bytes: Uint8Array; rowBytes: number; rows: number } | null = null;
 
   constructor(readonly config: LlamaConfig, readonly ckpt: Checkpoint, readonly engine: Engine, readonly name = 'llm', readonly quant: QuantSpec | null = null) {}
 
-  graph(): Graph {
+  /** `debug`: also output every decoder layer's hidden states (for lisa dump; slower to fetch). */
+  graph(debug = false): Graph {
     const c = this.config;
-    const g = new Graph(this.name);
+    const g = new Graph(debug ? `${this.name}_debug` : this.name);
     const hd = c.hiddenSize / c.numHeads;
     const embeds = g.input('inputs_embeds', 'float32', [1, 'seq', c.hiddenSize]);
     const pos = g.input('position_ids', 'int64', [1, 'seq']);
     const pk: Value[] = [], pv: Value[] = [];
     for (let i = 0; i < c.numLayers; i++) {
-      pk.push(g.input(`past_key_${i}`, 'float32', [1, c.numKvHeads, 'past', hd]));
-      pv.push(g.input(`past_value_${i}`, 'float32', [1, c.numKvHeads, 'past', hd]));
+      pk.push(g.input(`past_key_${i}`, 'float32', [1, 'past', c.numKvHeads, hd]));
+      pv.push(g.input(`past_value_${i}`, 'float32', [1, 'past', c.numKvHeads, hd]));
     }
     const io = llamaDecoder(g, new ModuleWeights(this.ckpt, '', this.quant), c, embeds, pos, pk, pv);
     g.output(io.hidden, 'hidden');
     g.output(io.logits, 'logits');
-    io.presentKeys.forEach((k, i) => g.output(k, `present_key_${i}`));
-    io.presentValues.forEach((v, i) => g.output(v, `present_value_${i}`));
-    io.layerOutputs.forEach((x, i) => g.output(x, `layer_${i}`));
+    io.newKeys.forEach((k, i) => g.output(k, `new_key_${i}`));
+    io.newValues.forEach((v, i) => g.output(v, `new_value_${i}`));
+    if (debug) io.layerOutputs.forEach((x, i) => g.output(x, `layer_${i}`));
     return g;
   }
 
-  sessionPromise(): Promise<EngineSession> {
-    this.session ??= this.engine.load(this.graph());
-    return this.session;
+  sessionPromise(debug = false): Promise<EngineSession> {
+    let s = this.sessions.get(debug);
+    if (!s) { s = this.engine.load(this.graph(debug)); this.sessions.set(debug, s); }
+    return s;
   }
 
   /** embed_tokens rows for `ids`, widened to float32 (the table is read from the checkpoint once). */
@@ -62,8 +64,8 @@ export class LlamaCausalLM {
   }
 
   async release(): Promise<void> {
-    if (this.session) await (await this.session).release();
-    this.session = null;
+    for (const s of this.sessions.values()) await (await s).release();
+    this.sessions.clear();
   }
 }
 

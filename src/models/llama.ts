@@ -24,33 +24,39 @@ export function rotaryTables(headDim: number, maxPos: number, base: number): { c
 export interface LlamaGraphIO {
   hidden: Value; // final-norm hidden states [B, S, H]
   logits: Value; // [B, S, V]
-  presentKeys: Value[];
-  presentValues: Value[];
+  /** This call's keys (after rotary) and values per layer, [B, S, kvHeads, headDim]: the cache grows by these. */
+  newKeys: Value[];
+  newValues: Value[];
   layerOutputs: Value[];
 }
 
 /**
  * LlamaModel + lm_head over `inputsEmbeds` [B, S, H] with a KV cache: `pastKeys[i]`/`pastValues[i]` are
- * [B, kvHeads, P, headDim] (P may be 0), positions are P..P+S-1 given as `positionIds` [B, S] int64.
+ * [B, P, kvHeads, headDim] (sequence-major, P may be 0), positions are P..P+S-1 given as `positionIds`
+ * [B, S] int64. Only the S new key/value rows are outputs: onnxruntime-node returns outputs slowly, so the
+ * cache lives with the caller, who appends them and feeds the cache back as an input (which is zero-copy).
  * The reference (LISA's generate) runs without a cache; with one, every position's values are the same.
  */
 export function llamaDecoder(g: Graph, w: ModuleWeights, cfg: LlamaConfig, inputsEmbeds: Value, positionIds: Value, pastKeys: Value[], pastValues: Value[]): LlamaGraphIO {
   const heads = cfg.numHeads, kvHeads = cfg.numKvHeads, hd = cfg.hiddenSize / heads;
   const tables = rotaryTables(hd, cfg.maxPositionEmbeddings, cfg.ropeTheta);
-  const cos = g.unsqueeze(g.gather(g.constant('float32', [cfg.maxPositionEmbeddings, hd], tables.cos, 'rotary_cos'), positionIds), [1]);
-  const sin = g.unsqueeze(g.gather(g.constant('float32', [cfg.maxPositionEmbeddings, hd], tables.sin, 'rotary_sin'), positionIds), [1]);
+  const cosRows = g.gather(g.constant('float32', [cfg.maxPositionEmbeddings, hd], tables.cos, 'rotary_cos'), positionIds); // [B, S, hd]
+  const sinRows = g.gather(g.constant('float32', [cfg.maxPositionEmbeddings, hd], tables.sin, 'rotary_sin'), positionIds);
+  const cos = g.unsqueeze(cosRows, [1]), sin = g.unsqueeze(sinRows, [1]); // for [B, heads, S, hd]
+  const cosS = g.unsqueeze(cosRows, [2]), sinS = g.unsqueeze(sinRows, [2]); // for [B, S, heads, hd]
   const model = w.sub('model');
   let x = inputsEmbeds;
-  const presentKeys: Value[] = [], presentValues: Value[] = [], layerOutputs: Value[] = [];
+  const newKeys: Value[] = [], newValues: Value[] = [], layerOutputs: Value[] = [];
   for (let i = 0; i < cfg.numLayers; i++) {
     const l = model.sub('layers').sub(i);
     const h = g.rmsNorm(x, l.param(g, 'input_layernorm.weight'), cfg.rmsNormEps);
     const q = applyRotary(g, splitHeads(g, l.linear(g, h, 'self_attn.q_proj'), heads, hd), cos, sin);
-    const k = applyRotary(g, splitHeads(g, l.linear(g, h, 'self_attn.k_proj'), kvHeads, hd), cos, sin);
-    const v = splitHeads(g, l.linear(g, h, 'self_attn.v_proj'), kvHeads, hd);
-    const keys = g.concat([pastKeys[i]!, k], 2), values = g.concat([pastValues[i]!, v], 2);
-    presentKeys.push(keys);
-    presentValues.push(values);
+    const k = applyRotary(g, g.reshape(l.linear(g, h, 'self_attn.k_proj'), [0, 0, kvHeads, hd]), cosS, sinS);
+    const v = g.reshape(l.linear(g, h, 'self_attn.v_proj'), [0, 0, kvHeads, hd]);
+    newKeys.push(k);
+    newValues.push(v);
+    const keys = g.transpose(g.concat([pastKeys[i]!, k], 1), [0, 2, 1, 3]);
+    const values = g.transpose(g.concat([pastValues[i]!, v], 1), [0, 2, 1, 3]);
     x = g.add(x, l.linear(g, mergeHeads(g, attention(g, q, keys, values, { causal: true }), heads, hd), 'self_attn.o_proj'));
     const m = g.rmsNorm(x, l.param(g, 'post_attention_layernorm.weight'), cfg.rmsNormEps);
     x = g.add(x, l.linear(g, g.mul(g.silu(l.linear(g, m, 'mlp.gate_proj')), l.linear(g, m, 'mlp.up_proj')), 'mlp.down_proj'));
@@ -61,5 +67,5 @@ export function llamaDecoder(g: Graph, w: ModuleWeights, cfg: LlamaConfig, input
   // The head stays at 8 bits when the body is 4-bit: its errors land directly on the logits.
   const head = w.quant ? w.withQuant({ ...w.quant, bits: 8 }) : w;
   const logits = w.has('lm_head.weight') || !cfg.tieWordEmbeddings ? head.linear(g, hidden, 'lm_head') : head.sub('model').linear(g, hidden, 'embed_tokens');
-  return { hidden, logits, presentKeys, presentValues, layerOutputs };
+  return { hidden, logits, newKeys, newValues, layerOutputs };
 }
