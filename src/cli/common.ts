@@ -1,7 +1,8 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { LisaModel } from '../models/lisa.js';
+import { LisaError } from '../errors.js';
+import { LisaModel, type LisaLoadOptions } from '../models/lisa.js';
 
-export interface ModelCliOptions { model: string; visionTower?: string; threads?: number; cacheDir?: string; precision?: 'auto' | 'fp32' | 'int8' | 'int4' }
+export interface ModelCliOptions { model: string; visionTower?: string; threads?: number; cacheDir?: string; precision?: 'auto' | 'fp32' | 'int8' | 'int4'; samPrecision?: 'fp32' | 'int8' }
 
 export function parseIntArg(name: string, min = 0): (v: string) => number {
   return (v: string) => {
@@ -18,17 +19,27 @@ export function modelOptions(cmd: Command): Command {
     .option('--vision-tower <dir>', 'CLIP vision tower folder (openai/clip-vit-large-patch14 layout); default: found from config.json beside the model')
     .option('--threads <n>', 'onnxruntime threads (default: all cores)', parseIntArg('--threads', 1))
     .option('--cache-dir <dir>', 'compiled-graph cache (default: $LISA_CACHE or ~/.cache/lisa-ts)')
-    .option('--precision <p>', 'LLM linear layers: auto (int4 above 1B parameters), fp32, int8 or int4', 'auto');
+    .option('--precision <p>', 'LLM linear layers: auto (int4 above 1B parameters), fp32, int8 or int4', 'auto')
+    .option('--sam-precision <p>', "SAM image encoder Linear layers: fp32 (official numbers) or int8 (faster, masks differ slightly)", 'fp32');
 }
 
-export function loadModel(o: ModelCliOptions): LisaModel {
-  return LisaModel.load(o.model, {
+/** The model options every command shares, from its parsed flags. */
+export function loadOptions(o: ModelCliOptions): LisaLoadOptions {
+  const precisions = ['auto', 'fp32', 'int8', 'int4'];
+  if (o.precision && !precisions.includes(o.precision)) throw new LisaError(`--precision must be one of ${precisions.join(', ')}, got "${o.precision}"`);
+  if (o.samPrecision && !['fp32', 'int8'].includes(o.samPrecision)) throw new LisaError(`--sam-precision must be fp32 or int8, got "${o.samPrecision}"`);
+  return {
     ...(o.visionTower ? { visionTower: o.visionTower } : {}),
     ...(o.threads ? { threads: o.threads } : {}),
     ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}),
     ...(o.precision ? { precision: o.precision } : {}),
-    onProgress: process.stderr.isTTY ? (s) => process.stderr.write(`\r\x1b[K${s}…`) : undefined,
-  });
+    ...(o.samPrecision ? { samPrecision: o.samPrecision } : {}),
+    ...(process.stderr.isTTY ? { onProgress: (s: string) => process.stderr.write(`\r\x1b[K${s}…`) } : {}),
+  };
+}
+
+export function loadModel(o: ModelCliOptions): LisaModel {
+  return LisaModel.load(o.model, loadOptions(o));
 }
 
 export function clearProgress(): void {

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { LisaModel, type Precision } from '../models/lisa.js';
-import { parseIntArg, type ModelCliOptions } from './common.js';
+import { loadOptions, parseIntArg, type ModelCliOptions } from './common.js';
 
 export function registerConvert(program: Command): void {
   program
@@ -12,13 +12,12 @@ export function registerConvert(program: Command): void {
     .option('--precision <p>', 'LLM linear layers: auto (int4 above 1B parameters), fp32, int8 or int4', 'auto')
     .option('--threads <n>', 'onnxruntime threads', parseIntArg('--threads', 1))
     .option('--cache-dir <dir>', 'cache folder (default $LISA_CACHE or ~/.cache/lisa-ts)')
+    .option('--sam-precision <p>', 'SAM image encoder Linear layers: fp32 or int8', 'fp32')
     .action((o: ModelCliOptions & { precision: Precision }) => {
       const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: '{graph} [{bar}] {value}/{total} weights', hideCursor: true }, cliProgress.Presets.shades_classic) : null;
       let current = '';
       const model = LisaModel.load(o.model, {
-        precision: o.precision,
-        ...(o.visionTower ? { visionTower: o.visionTower } : {}),
-        ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}),
+        ...loadOptions(o),
         onWrite: (graph, done, total) => {
           if (bar) { if (graph !== current) { bar.stop(); bar.start(total, done, { graph }); current = graph; } bar.update(done); }
           else if (done === total) process.stderr.write(`${graph}: ${total} weights converted\n`);

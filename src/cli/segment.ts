@@ -3,7 +3,7 @@ import { LisaError } from '../errors.js';
 import { decodeImage } from '../image/decode.js';
 import { Lisa } from '../inference/lisa.js';
 import type { BoxPrompt, PointPrompt } from '../models/sam/prompt-encoder.js';
-import { clearProgress, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
+import { clearProgress, loadOptions, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 import { resultJson, resultName, writeResult } from './output.js';
 import { parseBox, parsePoint } from './prompts.js';
 
@@ -25,7 +25,7 @@ export function registerSegment(program: Command): void {
       if (!question.trim() && !o.point && !o.box) throw new LisaError('--query must not be empty (or give --point/--box for SAM prompts)');
       if (o.answer !== undefined && !question.trim()) throw new LisaError('--answer needs --query');
       const image = await decodeImage(o.image);
-      const lisa = Lisa.load(o.model, { ...(o.visionTower ? { visionTower: o.visionTower } : {}), ...(o.threads ? { threads: o.threads } : {}), ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}) });
+      const lisa = Lisa.load(o.model, loadOptions(o));
       try {
         const streaming = !o.json && process.stdout.isTTY && o.answer === undefined && question.trim() !== '';
         const r = await lisa.segment(image, question, {

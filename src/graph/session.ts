@@ -18,6 +18,8 @@ export interface EngineOptions {
   threads?: number;
   /** onnxruntime execution providers, in order of preference. Default: ['cpu']. */
   executionProviders?: string[];
+  /** onnxruntime's CPU memory arena; off returns large intermediates to the system after each run. Default on. */
+  memoryArena?: boolean;
   /** Called as a compile writes converted weights into the cache (graph name, weights done, total). */
   onWrite?: (graph: string, done: number, total: number) => void;
 }
@@ -43,9 +45,11 @@ export class Engine {
   readonly threads: number;
   readonly executionProviders: string[];
   private readonly onWrite: EngineOptions['onWrite'];
+  private readonly memoryArena: boolean;
 
   constructor(opts: EngineOptions = {}) {
     this.onWrite = opts.onWrite;
+    this.memoryArena = opts.memoryArena ?? true;
     this.cacheDir = opts.cacheDir ?? defaultCacheDir();
     this.threads = opts.threads ?? availableParallelism();
     this.executionProviders = opts.executionProviders ?? ['cpu'];
@@ -88,6 +92,7 @@ export class Engine {
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
+      enableCpuMemArena: this.memoryArena,
       executionProviders: this.executionProviders,
     });
     return new EngineSession(graph.name, session, graph.inputs, graph.outputs);

@@ -54,8 +54,12 @@ export interface SegmentResult {
   timings: Timings;
 }
 
-/** An image with both encoders already run, reusable for any number of questions. */
-export interface EncodedImage { key: string; encoding: ImageEncoding }
+/**
+ * An image with both encoders already run, reusable for any number of questions; after the first question
+ * it also keeps the KV cache of the prompt up to and including the image, which every new conversation
+ * about it starts with.
+ */
+export interface EncodedImage { key: string; encoding: ImageEncoding; prefix?: { ids: number[]; cache: KvCache } }
 
 function now(): number { return performance.now(); }
 
@@ -102,10 +106,11 @@ export class ChatSession {
     return encodeMs;
   }
 
+  /** Clears the history; the image's prompt-prefix cache (if any) is kept, as it does not depend on it. */
   reset(): void {
     this.messages.length = 0;
-    this.cache = null;
-    this.cachedIds = [];
+    this.cache = this.image?.prefix?.cache ?? null;
+    this.cachedIds = this.image?.prefix?.ids ?? [];
   }
 
   async ask(question: string, opts: SegmentOptions = {}, encodeMs = 0): Promise<SegmentResult> {
@@ -169,6 +174,11 @@ export class ChatSession {
       segIndexes = segIndexes.map((_, j) => j);
       this.cache = gen.cache;
       this.cachedIds = [...ids, ...tokens.slice(0, -1)];
+    }
+    // Remember the prompt through the image (system, "USER:", <im_start>, image rows, <im_end>) for new conversations.
+    if (first && !this.image.prefix && this.cache) {
+      const end = spliced.imageStart + (ids[spliced.imageStart + 1] === tok.added.get('<im_end>') ? 2 : 1);
+      this.image.prefix = { ids: ids.slice(0, end), cache: this.cache.truncate(toSpliced(end)) };
     }
     const t3 = now();
     const answerIds = tokens.filter((x) => x !== model.config.llama.eosTokenId);

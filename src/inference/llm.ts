@@ -7,15 +7,16 @@ import type { LlamaCausalLM } from '../models/llama-causal-lm.js';
  * a zero-copy view. A cache state is consumed by the next forward (which may append into the same buffers).
  */
 export class KvCache {
-  private constructor(readonly keys: Float32Array[], readonly values: Float32Array[], readonly length: number, readonly rowSize: number) {}
+  /** `shared`: the buffers may be in use by another cache state, so appending copies them first. */
+  private constructor(readonly keys: Float32Array[], readonly values: Float32Array[], readonly length: number, readonly rowSize: number, private readonly shared = false) {}
 
   static empty(layers: number, rowSize: number): KvCache {
     return new KvCache(Array.from({ length: layers }, () => new Float32Array(0)), Array.from({ length: layers }, () => new Float32Array(0)), 0, rowSize);
   }
 
-  /** The first `length` positions (a prefix shared with a new prompt). */
+  /** The first `length` positions (a prefix shared with a new prompt); safe to keep and reuse. */
   truncate(length: number): KvCache {
-    return length >= this.length ? this : new KvCache(this.keys, this.values, length, this.rowSize);
+    return new KvCache(this.keys, this.values, Math.min(length, this.length), this.rowSize, true);
   }
 
   /** This cache plus `rows` new positions per layer. */
@@ -23,7 +24,7 @@ export class KvCache {
     const need = (this.length + rows) * this.rowSize;
     const grow = (buf: Float32Array, add: Float32Array): Float32Array => {
       let b = buf;
-      if (b.length < need) { b = new Float32Array(Math.max(need, Math.ceil(buf.length * 1.5), 64 * this.rowSize)); b.set(buf.subarray(0, this.length * this.rowSize)); }
+      if (b.length < need || this.shared) { b = new Float32Array(Math.max(need, Math.ceil(buf.length * 1.5), 64 * this.rowSize)); b.set(buf.subarray(0, this.length * this.rowSize)); }
       b.set(add, this.length * this.rowSize);
       return b;
     };

@@ -10,7 +10,7 @@ import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { LlamaTokenizer } from '../text/tokenizer.js';
 import { clipVisionHiddenStates } from './clip-vision.js';
 import { readClipConfig, readLisaConfig, type ClipPreprocessorConfig, type ClipVisionConfig, type LisaConfig } from './config.js';
-import { INT4, INT8 } from '../graph/quantize.js';
+import { INT4, INT8, type QuantSpec } from '../graph/quantize.js';
 import { LlamaCausalLM, llamaLinearParams } from './llama-causal-lm.js';
 import { ModuleWeights } from './module.js';
 import { inferSamEncoderConfig, samImageEncoder, type SamEncoderConfig } from './sam/image-encoder.js';
@@ -22,6 +22,8 @@ export type Precision = 'auto' | 'fp32' | 'int8' | 'int4';
 export interface LisaLoadOptions extends EngineOptions {
   /** Default 'auto'. SAM, CLIP, the projector and text_hidden_fcs stay float32. */
   precision?: Precision;
+  /** SAM's image encoder Linear layers: 'fp32' (default, the official numbers) or 'int8' (faster; see the notes on mask agreement). */
+  samPrecision?: 'fp32' | 'int8';
   /** The CLIP tower folder (openai/clip-vit-large-patch14 layout). Default: the config's vision_tower, resolved beside or inside the model folder. */
   visionTower?: string;
   /** Called as weights are opened and graphs are built. */
@@ -58,6 +60,7 @@ export class LisaModel {
   readonly sam: SamMaskHead;
   readonly engine: Engine;
   readonly segTokenIdx: number;
+  private readonly samQuant: QuantSpec | null;
   /** The precision the LLM's linear layers run at. */
   readonly precision: Exclude<Precision, 'auto'>;
   /** The language model (LLaVA's LLaMA), with its KV-cache session. */
@@ -80,6 +83,7 @@ export class LisaModel {
     const vm = new ModuleWeights(this.ckpt, 'model.visual_model');
     this.samConfig = inferSamEncoderConfig(vm.sub('image_encoder'));
     this.engine = new Engine(opts);
+    this.samQuant = opts.samPrecision === 'int8' ? INT8 : null;
     this.sam = new SamMaskHead(this.ckpt, 'model.visual_model', this.engine, this.samConfig.imgSize, this.samConfig.imgSize / this.samConfig.patchSize);
     const precision = opts.precision ?? 'auto';
     const resolved = precision === 'auto' ? (llamaLinearParams(this.config.llama) > 1e9 ? 'int4' : 'fp32') : precision;
@@ -154,9 +158,9 @@ export class LisaModel {
   }
 
   private samEncoderGraph(): Graph {
-    const g = new Graph('sam_image_encoder');
+    const g = new Graph(this.samQuant ? 'sam_image_encoder_int8' : 'sam_image_encoder');
     const s = this.samConfig.imgSize;
-    g.output(samImageEncoder(g, new ModuleWeights(this.ckpt, 'model.visual_model.image_encoder'), this.samConfig, g.input('pixels', 'float32', [1, 3, s, s])), 'image_embeddings');
+    g.output(samImageEncoder(g, new ModuleWeights(this.ckpt, 'model.visual_model.image_encoder', this.samQuant), this.samConfig, g.input('pixels', 'float32', [1, 3, s, s])), 'image_embeddings');
     return g;
   }
 
