@@ -18,7 +18,7 @@ export interface EngineOptions {
   threads?: number;
   /** onnxruntime execution providers, in order of preference. Default: ['cpu']. */
   executionProviders?: string[];
-  /** onnxruntime's CPU memory arena; off returns large intermediates to the system after each run. Default on. */
+  /** onnxruntime's CPU memory arena. Default off: SAM's 1 GiB attention intermediates otherwise stay resident (measured: SAM ViT-H peak RSS 6.5 GiB off vs ~20 GiB total on, and faster). */
   memoryArena?: boolean;
   /** Called as a compile writes converted weights into the cache (graph name, weights done, total). */
   onWrite?: (graph: string, done: number, total: number) => void;
@@ -49,7 +49,7 @@ export class Engine {
 
   constructor(opts: EngineOptions = {}) {
     this.onWrite = opts.onWrite;
-    this.memoryArena = opts.memoryArena ?? true;
+    this.memoryArena = opts.memoryArena ?? false;
     this.cacheDir = opts.cacheDir ?? defaultCacheDir();
     this.threads = opts.threads ?? availableParallelism();
     this.executionProviders = opts.executionProviders ?? ['cpu'];

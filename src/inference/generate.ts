@@ -31,8 +31,8 @@ export interface Generation {
   cache: KvCache;
 }
 
-/** Deterministic PRNG for reproducible sampling. */
-function mulberry32(seed: number): () => number {
+/** Deterministic PRNG (mulberry32) for reproducible sampling. */
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

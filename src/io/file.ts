@@ -61,3 +61,14 @@ export function writeAtomic(path: string, chunks: readonly Uint8Array[]): void {
     throw e;
   }
 }
+
+/** Opens `path` and hands it to `parse`; the file is closed if parsing throws (the result owns it otherwise). */
+export function openWith<T>(path: string, parse: (f: RandomAccessFile) => T): T {
+  const f = new RandomAccessFile(path);
+  try {
+    return parse(f);
+  } catch (e) {
+    f.close();
+    throw e;
+  }
+}

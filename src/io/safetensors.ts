@@ -1,6 +1,6 @@
 import { LisaError } from '../errors.js';
 import { DTYPE_BYTES, numel, type DType } from './dtype.js';
-import { RandomAccessFile, writeAtomic } from './file.js';
+import { openWith, RandomAccessFile, writeAtomic } from './file.js';
 import { BaseTensorRef, type FileSpan, type TensorRef } from './tensor-ref.js';
 
 /** safetensors dtype names ↔ ours. */
@@ -32,13 +32,7 @@ export interface SafetensorsFile {
 
 /** Opens a .safetensors file: reads and validates the header only; tensors are read on demand. */
 export function readSafetensors(path: string): SafetensorsFile {
-  const f = new RandomAccessFile(path);
-  try {
-    return parse(f);
-  } catch (e) {
-    f.close();
-    throw e;
-  }
+  return openWith(path, parse);
 }
 
 function parse(f: RandomAccessFile): SafetensorsFile {

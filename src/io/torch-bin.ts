@@ -1,6 +1,6 @@
 import { LisaError } from '../errors.js';
 import { DTYPE_BYTES, numel, type DType } from './dtype.js';
-import { RandomAccessFile } from './file.js';
+import { openWith, RandomAccessFile } from './file.js';
 import { PyTuple, pyGlobal, unpickle, type PyGlobal } from './pickle.js';
 import { BaseTensorRef, type FileSpan, type TensorRef } from './tensor-ref.js';
 import { readZipDirectory, readZipEntry, type ZipEntry } from './zip.js';
@@ -100,13 +100,7 @@ export interface TorchBinFile {
 
 /** Opens a `torch.save` zip checkpoint; reads the pickle and validates every tensor against its storage. */
 export function readTorchBin(path: string): TorchBinFile {
-  const f = new RandomAccessFile(path);
-  try {
-    return parse(f);
-  } catch (e) {
-    f.close();
-    throw e;
-  }
+  return openWith(path, parse);
 }
 
 function parse(f: RandomAccessFile): TorchBinFile {
