@@ -22,6 +22,10 @@ export interface EngineOptions {
   memoryArena?: boolean;
   /** Called as a compile writes converted weights into the cache (graph name, weights done, total). */
   onWrite?: (graph: string, done: number, total: number) => void;
+  /** onnxruntime weight pre-packing (a packed copy of each MatMul weight beside the original). Default on. */
+  prepack?: boolean;
+  /** onnxruntime profiling: JSON traces written with this file prefix (see EngineSession.endProfiling). */
+  profilePrefix?: string;
 }
 
 /** Initializers at most this big are stored inside model.onnx; bigger ones go to external data. */
@@ -46,8 +50,12 @@ export class Engine {
   readonly executionProviders: string[];
   private readonly onWrite: EngineOptions['onWrite'];
   private readonly memoryArena: boolean;
+  private readonly profilePrefix: string | undefined;
+  private readonly prepack: boolean;
 
   constructor(opts: EngineOptions = {}) {
+    this.profilePrefix = opts.profilePrefix;
+    this.prepack = opts.prepack ?? true;
     this.onWrite = opts.onWrite;
     this.memoryArena = opts.memoryArena ?? false;
     this.cacheDir = opts.cacheDir ?? defaultCacheDir();
@@ -93,6 +101,8 @@ export class Engine {
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
       enableCpuMemArena: this.memoryArena,
+      ...(this.profilePrefix ? { enableProfiling: true, profileFilePrefix: this.profilePrefix } : {}),
+      ...(this.prepack ? {} : { extra: { session: { disable_prepacking: '1' } } }),
       executionProviders: this.executionProviders,
     });
     return new EngineSession(graph.name, session, graph.inputs, graph.outputs);
@@ -235,6 +245,11 @@ export class EngineSession {
       result[v.name] = hostTensor(v.dtype, t.dims as number[], t.data as HostTensor['data']);
     }
     return result;
+  }
+
+  /** Ends onnxruntime profiling (when the engine was made with `profilePrefix`) and writes its JSON trace. */
+  endProfiling(): void {
+    this.session.endProfiling();
   }
 
   async release(): Promise<void> {

@@ -124,6 +124,11 @@ export class LisaModel {
     return s;
   }
 
+  /** Writes onnxruntime's profile traces of the sessions opened so far (engine made with `profilePrefix`). */
+  async endProfiling(): Promise<void> {
+    for (const s of [...this.sessions.values(), ...this.llm.openSessions()]) (await s).endProfiling();
+  }
+
   async release(): Promise<void> {
     for (const s of this.sessions.values()) await (await s).release();
     this.sessions.clear();

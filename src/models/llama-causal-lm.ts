@@ -63,6 +63,10 @@ export class LlamaCausalLM {
     return out;
   }
 
+  openSessions(): Promise<EngineSession>[] {
+    return [...this.sessions.values()];
+  }
+
   async release(): Promise<void> {
     for (const s of this.sessions.values()) await (await s).release();
     this.sessions.clear();
