@@ -3,7 +3,7 @@ import { after, describe, it } from 'node:test';
 import { join } from 'node:path';
 import { Graph } from '../src/graph/graph.js';
 import type { Value } from '../src/graph/ir.js';
-import { addDecomposedRelPos, applyRotary, attention, linear, mergeHeads, rotary, rotaryCosSin, rotaryFused, splitHeads, windowPartition, windowUnpartition } from '../src/graph/nn.js';
+import { addDecomposedRelPos, applyRotary, relPosAttentionScores, attention, linear, mergeHeads, rotary, rotaryCosSin, rotaryFused, splitHeads, windowPartition, windowUnpartition } from '../src/graph/nn.js';
 import { Engine } from '../src/graph/session.js';
 import { f32, i64, type HostTensor } from '../src/graph/tensor.js';
 import * as R from './reference.js';
@@ -316,6 +316,17 @@ describe('SAM encoder helpers', () => {
       ref[(bi * qh * qw + h * qw + w) * qh * qw + kh * qw + kw]! += rh + rw;
     }
     close(o.out!, R.nd([b, qh * qw, qh * qw], ref));
+  });
+
+  it('the fused form (rel-pos folded into the QK product) equals scores + decomposed rel-pos', async () => {
+    const qh = 3, qw = 4, c = 5, b = 2, scale = 0.37;
+    const q = rand([b, qh * qw, c]), k = rand([b, qh * qw, c]), relH = rand([2 * qh - 1, c]), relW = rand([2 * qw - 1, c]);
+    const g = new Graph('relpos_fused');
+    const vq = input(g, 'q', q), vk = input(g, 'k', k), rh = input(g, 'rh', relH), rw = input(g, 'rw', relW);
+    g.output(relPosAttentionScores(g, vq, vk, scale, rh, rw, [qh, qw], [qh, qw]), 'fused');
+    g.output(addDecomposedRelPos(g, g.matmul(g.mul(vq, g.scalar(scale)), g.transpose(vk, [0, 2, 1])), vq, rh, rw, [qh, qw], [qh, qw]), 'plain');
+    const o = await run(g, { q: feed(q), k: feed(k), rh: feed(relH), rw: feed(relW) });
+    close(o.fused!, R.nd([b, qh * qw, qh * qw], o.plain!.data as Float32Array));
   });
 });
 
