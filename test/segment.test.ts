@@ -138,6 +138,23 @@ describe('lisa segment and lisa chat', () => {
     assert.equal(parsed.noTarget, true);
   });
 
+  it('finds the CLIP tower from config.json when --vision-tower is not given, and says so when it cannot', async () => {
+    const { mkdirSync, symlinkSync, cpSync } = await import('node:fs');
+    const root = join(dir.path, 'layout');
+    mkdirSync(root);
+    cpSync(CKPT, join(root, 'LISA-tiny'), { recursive: true });
+    const r = lisaCli(['segment', '--model', join(root, 'LISA-tiny'), '--cache-dir', join(dir.path, 'cache'), '--image', TRUCK, '--query', 'q', '--max-new-tokens', '1', '--json']);
+    assert.equal(r.code, 0, r.stderr); // clip-vit-tiny-patch14 inside the model folder (config's vision_tower)
+    const moved = join(root, 'moved');
+    mkdirSync(moved);
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer.model', 'added_tokens.json', 'special_tokens_map.json', 'tokenizer_config.json']) symlinkSync(join(CKPT, f), join(moved, f));
+    const missing = lisaCli(['segment', '--model', moved, '--image', TRUCK, '--query', 'q']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /vision tower "clip-vit-tiny-patch14" is not in the checkpoint.*--vision-tower/);
+    symlinkSync(CLIP, join(root, 'clip-vit-tiny-patch14')); // now a sibling of the model folder
+    assert.equal(lisaCli(['segment', '--model', moved, '--cache-dir', join(dir.path, 'cache'), '--image', TRUCK, '--query', 'q', '--max-new-tokens', '1']).code, 0);
+  });
+
   it('bad inputs give one clear error and the right exit code', () => {
     const cases: [string[], number, RegExp][] = [
       [['segment', ...model, '--image', join(dir.path, 'missing.jpg'), '--query', 'q'], 1, /missing\.jpg: no such image file/],

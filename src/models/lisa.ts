@@ -101,7 +101,8 @@ export class LisaModel {
     let clipDir = opts.visionTower;
     if (!clipDir) {
       const name = cfg.visionTower ?? 'clip-vit-large-patch14';
-      const candidates = [join(dir, name), resolve(dir, '..', name), join(dir, name.split('/').pop()!)];
+      const base = name.split('/').pop()!;
+      const candidates = [join(dir, name), resolve(dir, '..', name), join(dir, base), resolve(dir, '..', base)];
       clipDir = candidates.find((c) => existsSync(join(c, 'config.json')));
       if (!clipDir) throw new LisaError(`${dir}: the CLIP vision tower "${name}" is not in the checkpoint (LISA checkpoints never contain it); pass --vision-tower DIR`);
     }
