@@ -1,6 +1,6 @@
 import type { Graph } from '../graph/graph.js';
 import type { Value } from '../graph/ir.js';
-import { applyRotary, attention, mergeHeads, splitHeads } from '../graph/nn.js';
+import { attention, mergeHeads, rotaryFused, splitHeads } from '../graph/nn.js';
 import type { LlamaConfig } from './config.js';
 import type { ModuleWeights } from './module.js';
 
@@ -39,19 +39,24 @@ export interface LlamaGraphIO {
  */
 export function llamaDecoder(g: Graph, w: ModuleWeights, cfg: LlamaConfig, inputsEmbeds: Value, positionIds: Value, pastKeys: Value[], pastValues: Value[]): LlamaGraphIO {
   const heads = cfg.numHeads, kvHeads = cfg.numKvHeads, hd = cfg.hiddenSize / heads;
+  // onnxruntime's fused RotaryEmbedding (rotate_half layout) takes the half tables [maxPos, hd/2]: HF's
+  // emb = cat(freqs, freqs) repeats them. One op instead of slices, a negation, a concat and broadcast mul/adds.
   const tables = rotaryTables(hd, cfg.maxPositionEmbeddings, cfg.ropeTheta);
-  const cosRows = g.gather(g.constant('float32', [cfg.maxPositionEmbeddings, hd], tables.cos, 'rotary_cos'), positionIds); // [B, S, hd]
-  const sinRows = g.gather(g.constant('float32', [cfg.maxPositionEmbeddings, hd], tables.sin, 'rotary_sin'), positionIds);
-  const cos = g.unsqueeze(cosRows, [1]), sin = g.unsqueeze(sinRows, [1]); // for [B, heads, S, hd]
-  const cosS = g.unsqueeze(cosRows, [2]), sinS = g.unsqueeze(sinRows, [2]); // for [B, S, heads, hd]
+  const half = (t: Float32Array): Float32Array => {
+    const out = new Float32Array(cfg.maxPositionEmbeddings * (hd / 2));
+    for (let p = 0; p < cfg.maxPositionEmbeddings; p++) out.set(t.subarray(p * hd, p * hd + hd / 2), p * (hd / 2));
+    return out;
+  };
+  const cosCache = g.constant('float32', [cfg.maxPositionEmbeddings, hd / 2], half(tables.cos), 'rotary_cos');
+  const sinCache = g.constant('float32', [cfg.maxPositionEmbeddings, hd / 2], half(tables.sin), 'rotary_sin');
   const model = w.sub('model');
   let x = inputsEmbeds;
   const newKeys: Value[] = [], newValues: Value[] = [], layerOutputs: Value[] = [];
   for (let i = 0; i < cfg.numLayers; i++) {
     const l = model.sub('layers').sub(i);
     const h = g.rmsNorm(x, l.param(g, 'input_layernorm.weight'), cfg.rmsNormEps);
-    const q = applyRotary(g, splitHeads(g, l.linear(g, h, 'self_attn.q_proj'), heads, hd), cos, sin);
-    const k = applyRotary(g, g.reshape(l.linear(g, h, 'self_attn.k_proj'), [0, 0, kvHeads, hd]), cosS, sinS);
+    const q = splitHeads(g, rotaryFused(g, l.linear(g, h, 'self_attn.q_proj'), positionIds, cosCache, sinCache, heads), heads, hd);
+    const k = g.reshape(rotaryFused(g, l.linear(g, h, 'self_attn.k_proj'), positionIds, cosCache, sinCache, kvHeads), [0, 0, kvHeads, hd]);
     const v = g.reshape(l.linear(g, h, 'self_attn.v_proj'), [0, 0, kvHeads, hd]);
     newKeys.push(k);
     newValues.push(v);
