@@ -1,9 +1,11 @@
 /** The 7B int4 LLM alone: load, prefill 320, 8 decode steps; time and peak RSS (pre-packing on/off). */
 import { generate } from '../src/inference/generate.js';
 import { llmForward } from '../src/inference/llm.js';
+import { join } from 'node:path';
 import { LisaModel } from '../src/models/lisa.js';
+const dir = process.argv.includes('--dir') ? process.argv[process.argv.indexOf('--dir') + 1]! : process.env.LISA_BENCH_DIR ?? '/work/full';
 const prepack = process.argv[2] !== 'no-prepack';
-const m = LisaModel.load('/work/full/LISA-7B-v1', { visionTower: '/work/full/clip-vit-large-patch14', precision: 'int4', prepack });
+const m = LisaModel.load(join(dir, 'LISA-7B-v1'), { visionTower: join(dir, 'clip-vit-large-patch14'), precision: 'int4', prepack });
 const L = 320;
 const emb = m.embedTokens(Array.from({ length: L }, (_, i) => 100 + i * 7));
 await llmForward(m.llm, emb.subarray(0, 8 * 4096), 8);
