@@ -1,7 +1,8 @@
-import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import sharp from 'sharp';
 import type { RgbImage } from '../image/decode.js';
+import { writeAtomic } from '../io/file.js';
 import type { SegmentResult } from '../inference/chat.js';
 
 /** Overlay colours: the first mask in the official red, then distinct hues. */
@@ -29,17 +30,6 @@ export function resultJson(r: SegmentResult, meta: { image: string; width: numbe
   };
 }
 
-async function writeAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  try {
-    writeFileSync(tmp, data);
-    renameSync(tmp, path);
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw e;
-  }
-}
-
 /** Writes `<name>_mask_<i>.png` (0/255), `<name>_overlay.png` (50 % colour per mask) and `<name>.json` into `dir`. */
 export async function writeResult(dir: string, name: string, image: RgbImage, r: SegmentResult, json: Record<string, unknown>): Promise<string[]> {
   mkdirSync(dir, { recursive: true });
@@ -48,7 +38,7 @@ export async function writeResult(dir: string, name: string, image: RgbImage, r:
   for (const [i, m] of r.masks.entries()) {
     const png = await sharp(Buffer.from(m.mask.map((v) => (v ? 255 : 0))), { raw: { width: w, height: h, channels: 1 } }).png().toBuffer();
     const p = join(dir, `${name}_mask_${i}.png`);
-    await writeAtomic(p, png);
+    writeAtomic(p, [png]);
     written.push(p);
   }
   const overlay = Buffer.from(image.data);
@@ -61,10 +51,10 @@ export async function writeResult(dir: string, name: string, image: RgbImage, r:
     }
   });
   const op = join(dir, `${name}_overlay.png`);
-  await writeAtomic(op, await sharp(overlay, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer());
+  writeAtomic(op, [await sharp(overlay, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer()]);
   written.push(op);
   const jp = join(dir, `${name}.json`);
-  await writeAtomic(jp, JSON.stringify(json, null, 2) + '\n');
+  writeAtomic(jp, [JSON.stringify(json, null, 2) + '\n']);
   written.push(jp);
   return written;
 }

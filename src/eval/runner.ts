@@ -1,7 +1,8 @@
-import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LisaError } from '../errors.js';
 import { decodeImage } from '../image/decode.js';
+import { writeAtomic } from '../io/file.js';
 import { generatedMasks, teacherForcedMasks } from '../inference/pipeline.js';
 import type { LisaModel } from '../models/lisa.js';
 import { validationPrompt, type EvalItem } from './datasets.js';
@@ -73,7 +74,7 @@ export async function runEval(model: LisaModel | null, items: EvalItem[], opts: 
   const resultsPath = join(opts.outDir, 'results.jsonl');
   const previous = readRecords(resultsPath);
   // Drop a line cut by an interruption (it would swallow the next record) before appending again.
-  if (existsSync(resultsPath)) writeAtomic(resultsPath, previous.map((r) => JSON.stringify(r) + '\n').join(''));
+  if (existsSync(resultsPath)) writeAtomic(resultsPath, [previous.map((r) => JSON.stringify(r) + '\n').join('')]);
   const done = new Map(previous.map((r) => [r.id, r]));
   const selected = opts.limit !== undefined ? items.slice(0, opts.limit) : items;
   const total = selected.reduce((n, it) => n + Math.max(1, it.queries.length), 0);
@@ -130,15 +131,9 @@ export async function runEval(model: LisaModel | null, items: EvalItem[], opts: 
   const ids = new Set(selected.flatMap((it) => (it.queries.length ? it.queries.map((q) => q.id) : [it.id])));
   const records = [...done.values()].filter((r) => ids.has(r.id));
   const report = summarize(records, selected, opts.protocol);
-  writeAtomic(join(opts.outDir, 'report.json'), JSON.stringify(report, null, 2) + '\n');
-  writeAtomic(join(opts.outDir, 'report.md'), markdownReport(report));
+  writeAtomic(join(opts.outDir, 'report.json'), [JSON.stringify(report, null, 2) + '\n']);
+  writeAtomic(join(opts.outDir, 'report.md'), [markdownReport(report)]);
   return report;
-}
-
-function writeAtomic(path: string, text: string): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
 }
 
 /** Metrics from the records, in item order, per image as validate() groups them; also split short/long. */

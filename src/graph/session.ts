@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { LisaError } from '../errors.js';
 import type { DType } from '../io/dtype.js';
-import { RandomAccessFile } from '../io/file.js';
+import { RandomAccessFile, writeAtomic } from '../io/file.js';
 import type { Graph } from './graph.js';
 import type { Initializer, Value } from './ir.js';
 import { serializeModel, type Placement } from './onnx.js';
@@ -79,7 +79,7 @@ export class Engine {
       const dir = join(graphsDir, `${graph.name.replace(/[^\w.-]/g, '_')}-${hash.digest('hex').slice(0, 20)}`);
       if (existsSync(join(dir, 'model.onnx'))) return { dir, cached: true };
       writeData(join(staging, 'data.bin'), layout.toWrite);
-      writeAll(join(staging, 'model.onnx'), [model]);
+      writeAtomic(join(staging, 'model.onnx'), [model]);
       try {
         renameSync(staging, dir);
       } catch (e) {
@@ -150,8 +150,7 @@ function planLayout(graph: Graph, staging: string, store: string, progress: (don
         progress(converted, computed.length);
         const bytes = src.produce();
         if (bytes.byteLength !== src.byteLength) throw new Error(`computed weight ${init.value.name} produced ${bytes.byteLength} bytes, expected ${src.byteLength}`);
-        writeAll(`${stored}.tmp-${process.pid}`, [bytes]);
-        renameSync(`${stored}.tmp-${process.pid}`, stored);
+        writeAtomic(stored, [bytes]);
       }
       converted++;
       const name = `c-${id}.bin`;
@@ -201,15 +200,6 @@ function writeData(path: string, items: { offset: number; init: Initializer }[])
       let done = 0;
       while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done, offset + done);
     }
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function writeAll(path: string, chunks: Uint8Array[]): void {
-  const fd = openSync(path, 'w');
-  try {
-    for (const c of chunks) { let done = 0; while (done < c.byteLength) done += writeSync(fd, c, done, c.byteLength - done); }
   } finally {
     closeSync(fd);
   }

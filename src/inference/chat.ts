@@ -4,6 +4,7 @@ import { f32 } from '../graph/tensor.js';
 import { decodeImage, type RgbImage } from '../image/decode.js';
 import { samResizeShape } from '../image/preprocess.js';
 import type { ImageEncoding, LisaModel } from '../models/lisa.js';
+import { selectMaskToken } from '../models/sam/mask-head.js';
 import type { BoxPrompt, PointPrompt } from '../models/sam/prompt-encoder.js';
 import { imageQuestion, llavaV1Prompt, type Message } from '../text/conversation.js';
 import { generate, type SamplingOptions } from './generate.js';
@@ -227,17 +228,8 @@ export class ChatSession {
   private async decode(sparse: Float32Array, n: number, tokens: number, segIndexes: number[], multimask: boolean): Promise<SegMask[]> {
     const model = this.model, enc = this.image!.encoding;
     const { masks, iou } = await model.decodeMasks(enc.samEmbeddings, sparse, n, tokens);
-    const [, m, mh, mw] = masks.shape as [number, number, number, number];
-    const low = new Float32Array(n * mh * mw), scores = new Float32Array(n);
-    for (let i = 0; i < n; i++) {
-      const s = (iou.data as Float32Array).subarray(i * m, (i + 1) * m);
-      // multimask_output=False → mask 0 (LISA); True → the best-scoring of masks 1..3 (SAM's usual pick).
-      let pick = 0;
-      if (multimask) { pick = 1; for (let k = 2; k < m; k++) if (s[k]! > s[pick]!) pick = k; }
-      low.set((masks.data as Float32Array).subarray((i * m + pick) * mh * mw, (i * m + pick + 1) * mh * mw), i * mh * mw);
-      scores[i] = s[pick]!;
-    }
-    const post = await model.postprocess(f32([n, 1, mh, mw], low), enc);
+    const { lowRes, scores } = selectMaskToken(masks, iou, multimask);
+    const post = await model.postprocess(lowRes, enc);
     const [h, w] = enc.originalSize;
     return toSegMasks(f32([n, h, w], post.data as Float32Array), scores, segIndexes);
   }

@@ -1,7 +1,8 @@
 import { LisaError } from '../errors.js';
 import { f32, type HostTensor } from '../graph/tensor.js';
 import type { ImageEncoding, LisaModel } from '../models/lisa.js';
-import { chatPrompt, imageQuestion, llavaV1Prompt } from '../text/conversation.js';
+import { selectMaskToken } from '../models/sam/mask-head.js';
+import { chatPrompt, imageQuestion, llavaV1Prompt, wrapImageTokens } from '../text/conversation.js';
 import { generate, type GenerateOptions, type Generation } from './generate.js';
 import { llmForward, type LlmStep } from './llm.js';
 import { lisaLosses, shiftedCrossEntropy, type LisaLosses } from './losses.js';
@@ -48,17 +49,10 @@ export async function segmentFromHidden(model: LisaModel, enc: ImageEncoding, se
   }
   const predEmbeddings = await model.textHiddenFcs(segHidden, n);
   const { masks, iou } = await model.decodeMasks(enc.samEmbeddings, predEmbeddings, n, 1);
-  const [, m, mh, mw] = masks.shape as [number, number, number, number];
-  const low = new Float32Array(n * mh * mw);
-  const iou0 = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    low.set((masks.data as Float32Array).subarray(i * m * mh * mw, i * m * mh * mw + mh * mw), i * mh * mw);
-    iou0[i] = (iou.data as Float32Array)[i * m]!;
-  }
-  const lowResMasks = f32([n, 1, mh, mw], low);
-  const post = await model.postprocess(lowResMasks, enc);
+  const { lowRes, scores } = selectMaskToken(masks, iou, false);
+  const post = await model.postprocess(lowRes, enc);
   const [h, w] = enc.originalSize;
-  return { segHidden, predEmbeddings, lowResMasks, iouPredictions: iou0, predMasks: f32([n, h, w], post.data as Float32Array) };
+  return { segHidden, predEmbeddings, lowResMasks: lowRes, iouPredictions: scores, predMasks: f32([n, h, w], post.data as Float32Array) };
 }
 
 function gatherRows(rows: Float32Array, positions: readonly number[], hidden: number): Float32Array {
@@ -141,7 +135,7 @@ export function collateLabels(model: LisaModel, conversation: string, ids: reado
 export async function trainForward(model: LisaModel, enc: ImageEncoding, question: string, answer: string, gtMasks: Uint8Array | null, debug = false): Promise<TrainForward> {
   const user = imageQuestion(question, false); // "<image>\n…"; collate wraps <image> in <im_start>/<im_end>
   const conversation = llavaV1Prompt([{ role: 'USER', content: user }, { role: 'ASSISTANT', content: answer }]);
-  const wrapped = model.config.mmUseImStartEnd ? conversation.replaceAll('<image>', '<im_start><image><im_end>') : conversation;
+  const wrapped = wrapImageTokens(conversation, model.config.mmUseImStartEnd);
   const input = preparePrompt(model, enc, wrapped);
   const labels = collateLabels(model, wrapped, input.ids);
   const rows = imageRows(model);
@@ -169,8 +163,7 @@ export async function trainForward(model: LisaModel, enc: ImageEncoding, questio
  * turn as given (with <image>), the answer teacher-forced, masks from every [SEG] of the answer.
  */
 export async function teacherForcedMasks(model: LisaModel, enc: ImageEncoding, userContent: string, answer = '[SEG].'): Promise<SegOutputs> {
-  const wrap = (s: string): string => (model.config.mmUseImStartEnd ? s.replaceAll('<image>', '<im_start><image><im_end>') : s);
-  const input = preparePrompt(model, enc, llavaV1Prompt([{ role: 'USER', content: wrap(userContent) }, { role: 'ASSISTANT', content: answer }]));
+  const input = preparePrompt(model, enc, llavaV1Prompt([{ role: 'USER', content: wrapImageTokens(userContent, model.config.mmUseImStartEnd) }, { role: 'ASSISTANT', content: answer }]));
   const step = await llmForward(model.llm, input.embeds, input.length);
   const positions = segHiddenPositions(input.ids, model.segTokenIdx, imageRows(model));
   return segmentFromHidden(model, enc, gatherRows(step.hidden, positions, model.config.llama.hiddenSize), positions.length);
@@ -178,8 +171,7 @@ export async function teacherForcedMasks(model: LisaModel, enc: ImageEncoding, u
 
 /** The question through the chat template and greedy generation; the masks of the generated [SEG]s. */
 export async function generatedMasks(model: LisaModel, enc: ImageEncoding, userContent: string, opts: GenerateOptions = {}): Promise<{ tokens: number[]; seg: SegOutputs }> {
-  const wrap = (s: string): string => (model.config.mmUseImStartEnd ? s.replaceAll('<image>', '<im_start><image><im_end>') : s);
-  const input = preparePrompt(model, enc, llavaV1Prompt([{ role: 'USER', content: wrap(userContent) }, { role: 'ASSISTANT', content: '' }]));
+  const input = preparePrompt(model, enc, llavaV1Prompt([{ role: 'USER', content: wrapImageTokens(userContent, model.config.mmUseImStartEnd) }, { role: 'ASSISTANT', content: '' }]));
   const prefill = await llmForward(model.llm, input.embeds, input.length);
   const gen = await generate(model.llm, prefill, input.length, opts);
   const h = model.config.llama.hiddenSize;

@@ -45,11 +45,12 @@ export class RandomAccessFile {
 }
 
 /** Writes chunks to `path` through a temp file and a rename, so a crash never leaves half a file. */
-export function writeAtomic(path: string, chunks: readonly Uint8Array[]): void {
+export function writeAtomic(path: string, chunks: readonly (Uint8Array | string)[]): void {
   const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
   const fd = openSync(tmp, 'w');
   try {
-    for (const c of chunks) {
+    for (const chunk of chunks) {
+      const c = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
       let done = 0;
       while (done < c.byteLength) done += writeSync(fd, c, done, c.byteLength - done);
     }

@@ -22,10 +22,14 @@ export function llavaV1Prompt(messages: readonly Message[], system = LLAVA_V1_SY
   return out;
 }
 
+/** use_mm_start_end: every <image> becomes <im_start><image><im_end> (chat.py, and LISA's collate_fn). */
+export function wrapImageTokens(text: string, useImStartEnd = true): string {
+  return useImStartEnd ? text.replaceAll('<image>', `${IM_START}<image>${IM_END}`) : text;
+}
+
 /** chat.py's user turn: "<image>\n" + question, with <image> wrapped in <im_start>/<im_end> (use_mm_start_end). */
 export function imageQuestion(question: string, useImStartEnd = true): string {
-  const image = useImStartEnd ? `${IM_START}<image>${IM_END}` : '<image>';
-  return `${image}\n${question}`;
+  return wrapImageTokens(`<image>\n${question}`, useImStartEnd);
 }
 
 /** The single-turn inference prompt chat.py builds: USER asks about the image, ASSISTANT's slot left open. */

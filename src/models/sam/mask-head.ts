@@ -88,3 +88,21 @@ export class SamMaskHead {
     this.decoder = this.post = null;
   }
 }
+
+/**
+ * One mask per prompt from the decoder's mask tokens: multimask_output=False → token 0 (LISA's rule);
+ * True → the best-scoring of tokens 1..3 (SAM's usual pick for an ambiguous prompt). [N, 1, h, w] and scores [N].
+ */
+export function selectMaskToken(masks: HostTensor, iou: HostTensor, multimask: boolean): { lowRes: HostTensor; scores: Float32Array } {
+  const [n, m, mh, mw] = masks.shape as [number, number, number, number];
+  const data = masks.data as Float32Array, all = iou.data as Float32Array;
+  const low = new Float32Array(n * mh * mw), scores = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const s = all.subarray(i * m, (i + 1) * m);
+    let pick = 0;
+    if (multimask) { pick = 1; for (let k = 2; k < m; k++) if (s[k]! > s[pick]!) pick = k; }
+    low.set(data.subarray((i * m + pick) * mh * mw, (i * m + pick + 1) * mh * mw), i * mh * mw);
+    scores[i] = s[pick]!;
+  }
+  return { lowRes: f32([n, 1, mh, mw], low), scores };
+}
