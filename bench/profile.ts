@@ -12,7 +12,7 @@ import { LisaModel } from '../src/models/lisa.js';
 const what = process.argv[2] ?? 'decode';
 const dir = process.argv.includes('--dir') ? process.argv[process.argv.indexOf('--dir') + 1]! : '/work/full';
 const prefix = join(tmpdir(), `lisa-profile-${what}-${process.pid}`);
-const model = LisaModel.load(join(dir, 'LISA-7B-v1'), { visionTower: join(dir, 'clip-vit-large-patch14'), precision: 'int4', profilePrefix: prefix });
+const model = LisaModel.load(join(dir, 'LISA-7B-v1'), { visionTower: join(dir, 'clip-vit-large-patch14'), precision: 'int4', profilePrefix: prefix, memoryArena: process.argv.includes('arena') });
 if (what === 'sam') {
   await model.runSamEncoder(new Float32Array(3 * 1024 * 1024).map((_, i) => Math.sin(i)));
 } else {

@@ -1,12 +1,18 @@
 /**
  * `npm run bench`: speed and memory at full size on this machine, each row beside its baseline.
  *
- *   npm run bench -- [--dir /work/full] [--only sam-encoder,clip,llm-7b,e2e-7b,bandwidth] [--json FILE] [--threads N]
+ *   npm run bench -- [--dir /work/full] [--model LISA-7B-v1] [--only bandwidth,sam-encoder,sam-encoder-int8,clip,llm-7b,e2e-7b]
+ *                    [--json FILE] [--threads N]
  *
- * Needs the generated checkpoint (node dist/bench/make-checkpoint.js --out DIR). Rows:
- * {name, seconds, baseline, baseline_seconds, ratio, unit, value, limit}. Baselines that cannot run here
- * (the official PyTorch code needs torch) are the figures design.md measured on this machine, marked so.
+ * Needs the generated checkpoint (node dist/bench/make-checkpoint.js --out DIR [--size 13b]); the 13B rows are
+ * named llm-13b / e2e-13b with --model LISA-13B-llama2-v1. Every component runs in a child process of its own,
+ * so each row's peak RSS is that component's alone. Rows: {name, seconds, baseline, baseline_seconds, ratio,
+ * unit, value, limit, peak_rss_gib}. The LLM baseline is llama.cpp (node-llama-cpp, installed into
+ * bench/llama-cpp/ on first use) on a random Q4_0 GGUF of the same shape, written beside the checkpoint on
+ * first use, measured in the same run. The official PyTorch code cannot run here (no torch); its rows quote
+ * design.md's measurements on this machine and say so.
  */
+import { spawnSync } from 'node:child_process';
 import { cpus, totalmem } from 'node:os';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,117 +23,183 @@ import { decodeImage } from '../src/image/decode.js';
 import { Lisa } from '../src/inference/lisa.js';
 import { llmForward } from '../src/inference/llm.js';
 import { generate } from '../src/inference/generate.js';
+import { readLlamaConfig } from '../src/models/config.js';
+import { llamaLinearParams } from '../src/models/llama-causal-lm.js';
 import { LisaModel } from '../src/models/lisa.js';
+import { LlamaTokenizer } from '../src/text/tokenizer.js';
+import { writeRandomLlamaGguf } from './gguf.js';
+import { LLAMA_CPP_DIR } from './llama-cpp-baseline.js';
 
-interface Row { name: string; seconds: number; baseline: string; baseline_seconds: number | null; ratio: number | null; unit: string; value: number; limit: number | null; note?: string }
+interface Row { name: string; seconds: number; baseline: string; baseline_seconds: number | null; ratio: number | null; unit: string; value: number; limit: number | null; peak_rss_gib?: number; note?: string }
+interface LlamaCppResult { load_s: number; prefill_s: number; decode_s_per_token: number; peak_rss_bytes: number; version: string }
 
 const args = process.argv.slice(2);
 const get = (f: string): string | undefined => { const i = args.indexOf(f); return i >= 0 ? args[i + 1] : undefined; };
 const dir = get('--dir') ?? process.env.LISA_BENCH_DIR ?? '/work/full';
-const only = get('--only')?.split(',');
+const modelName = get('--model') ?? 'LISA-7B-v1';
+const modelDir = join(dir, modelName), clipDir = join(dir, 'clip-vit-large-patch14');
 const threads = Number(get('--threads') ?? cpus().length);
-const jsonOut = get('--json');
-const want = (n: string): boolean => !only || only.includes(n);
-const rows: Row[] = [];
 const now = (): number => performance.now() / 1000;
-const rss = (): number => process.resourceUsage().maxRSS * 1024;
+const gib = (): number => (process.resourceUsage().maxRSS * 1024) / 2 ** 30;
+const PROMPT = 320, STEPS = 16;
 
-function print(r: Row): void {
-  rows.push(r);
-  process.stdout.write(`| ${r.name.padEnd(16)} | ${r.seconds.toFixed(3).padStart(8)} s | ${r.value.toFixed(2).padStart(8)} ${r.unit.padEnd(9)} | ${r.limit !== null ? `${((100 * r.limit) / r.seconds).toFixed(0)} %`.padStart(5) : '   – '} | ${r.baseline.padEnd(38)} | ${r.baseline_seconds !== null ? `${r.baseline_seconds.toFixed(3)} s` : '–'} | ${r.ratio !== null ? `${r.ratio.toFixed(2)}x` : '–'} |\n`);
-}
-
-async function bandwidth(engine: Engine): Promise<number> {
-  const n = 32 * 1024 * 1024;
-  // Reductions read the inputs once and return a scalar: onnxruntime-node is slow at returning large
-  // outputs (~0.3 GB/s), so a triad's output would measure the binding, not memory.
-  const g = new Graph('bench_read');
-  const a = g.input('a', 'float32', [n]), b = g.input('b', 'float32', [n]);
-  g.output(g.add(g.reduceSum(a, [0], false), g.reduceSum(b, [0], false)), 'c');
-  const s = await engine.load(g);
-  const A = f32([n], new Float32Array(n).fill(1)), B = f32([n], new Float32Array(n).fill(2));
-  await s.run({ a: A, b: B });
-  const t = now();
-  for (let i = 0; i < 5; i++) await s.run({ a: A, b: B });
-  await s.release();
-  return (5 * 2 * n * 4) / (now() - t) / 1e9; // two arrays read per run
-}
-
-async function main(): Promise<void> {
-  const modelDir = join(dir, 'LISA-7B-v1'), clipDir = join(dir, 'clip-vit-large-patch14');
-  if (!existsSync(join(modelDir, 'config.json'))) {
-    process.stderr.write(`bench: no generated checkpoint in ${dir}; run: node dist/bench/make-checkpoint.js --out ${dir}\n`);
-    process.exit(1);
-  }
-  const engine = new Engine({ threads });
-  process.stdout.write(`machine: ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, onnxruntime threads ${threads}\n`);
-  if (want('bandwidth')) {
+/** What the child for one component measures; returns its rows. */
+const components: Record<string, () => Promise<Row[]>> = {
+  async bandwidth() {
+    const engine = new Engine({ threads });
+    const n = 32 * 1024 * 1024;
+    // Reductions read the inputs once and return a scalar: onnxruntime-node is slow at returning large
+    // outputs (~0.3 GB/s), so a triad's output would measure the binding, not memory.
+    const g = new Graph('bench_read');
+    const a = g.input('a', 'float32', [n]), b = g.input('b', 'float32', [n]);
+    g.output(g.add(g.reduceSum(a, [0], false), g.reduceSum(b, [0], false)), 'c');
+    const s = await engine.load(g);
+    const A = f32([n], new Float32Array(n).fill(1)), B = f32([n], new Float32Array(n).fill(2));
+    await s.run({ a: A, b: B });
     const t = now();
-    const gbs = await bandwidth(engine);
-    print({ name: 'bandwidth', seconds: now() - t, baseline: 'design.md STREAM triad 45-75 GB/s (read only here)', baseline_seconds: null, ratio: null, unit: 'GB/s', value: gbs, limit: null });
-  }
-  process.stdout.write('| component        |     time   |  throughput        | % lim | baseline                               | base time | ratio |\n');
-  const model = LisaModel.load(modelDir, { visionTower: clipDir, threads, precision: 'int4' });
-  for (const [row, m] of [['sam-encoder', model], ['sam-encoder-int8', null]] as const) {
-    if (!want(row)) continue;
-    const sam = m ?? LisaModel.load(modelDir, { visionTower: clipDir, threads, precision: 'int4', samPrecision: 'int8' });
-    const px = new Float32Array(3 * 1024 * 1024).map((_, i) => Math.sin(i));
-    let t = now();
-    await sam.runSamEncoder(px); // builds, converts once, warms up
-    process.stdout.write(`# ${row} first run (build + load): ${(now() - t).toFixed(1)} s\n`);
-    t = now();
-    await sam.runSamEncoder(px);
-    const s = now() - t;
-    print({ name: row, seconds: s, baseline: 'official PyTorch CPU fp32 (design.md)', baseline_seconds: 53.0, ratio: 53.0 / s, unit: 'GFLOP/s', value: 5.7e12 / s / 1e9, limit: 7.0 });
-    if (!m) { await sam.release(); sam.close(); }
-  }
-  if (want('clip')) {
+    for (let i = 0; i < 5; i++) await s.run({ a: A, b: B });
+    const sec = (now() - t) / 5;
+    return [{ name: 'bandwidth', seconds: sec, baseline: 'design.md STREAM triad 45-75 GB/s (read only here)', baseline_seconds: null, ratio: null, unit: 'GB/s', value: (2 * n * 4) / sec / 1e9, limit: null }];
+  },
+  'sam-encoder': () => samEncoder('fp32'),
+  'sam-encoder-int8': () => samEncoder('int8'),
+  async clip() {
+    const model = LisaModel.load(modelDir, { visionTower: clipDir, threads, precision: 'int4' });
     const px = new Float32Array(3 * 224 * 224).map((_, i) => Math.cos(i));
     await model.runClip(px);
     const t = now();
     for (let i = 0; i < 3; i++) await model.runClip(px);
     const s = (now() - t) / 3;
-    print({ name: 'clip', seconds: s, baseline: 'official PyTorch CPU fp32 (design.md)', baseline_seconds: 2.08, ratio: 2.08 / s, unit: 'GFLOP/s', value: 254e9 / s / 1e9, limit: 0.31 });
-  }
-  if (want('llm-7b')) {
+    return [{ name: 'clip', seconds: s, baseline: 'official PyTorch CPU fp32 (design.md)', baseline_seconds: 2.08, ratio: 2.08 / s, unit: 'GFLOP/s', value: 254e9 / s / 1e9, limit: 0.31 }];
+  },
+  async llm() {
+    const model = LisaModel.load(modelDir, { visionTower: clipDir, threads, precision: 'int4' });
     const H = model.config.llama.hiddenSize;
-    const L = 320;
-    const emb = model.embedTokens(Array.from({ length: L }, (_, i) => 100 + i * 7));
+    const emb = model.embedTokens(Array.from({ length: PROMPT }, (_, i) => 100 + i * 7));
     let t = now();
-    await llmForward(model.llm, emb.subarray(0, 8 * H), 8); // build + convert + warm
-    process.stdout.write(`# llm-7b int4 first run (build + convert + load): ${(now() - t).toFixed(1)} s, peak RSS ${(rss() / 2 ** 30).toFixed(2)} GiB\n`);
+    await llmForward(model.llm, emb.subarray(0, 8 * H), 8); // build + convert + load + warm
+    const load = now() - t;
     t = now();
-    const prefill = await llmForward(model.llm, emb, L);
+    const prefill = await llmForward(model.llm, emb, PROMPT);
     const ps = now() - t;
-    print({ name: 'llm-7b prefill', seconds: ps, baseline: 'llama.cpp Q4_0 (design.md, 38 tok/s)', baseline_seconds: L / 38, ratio: L / 38 / ps, unit: 'tok/s', value: L / ps, limit: (2 * 6.7e9 * L) / 800e9 });
-    const steps = 16;
     t = now();
-    const gen = await generate(model.llm, prefill, L, { maxNewTokens: steps + 1 });
-    const ds = (now() - t) / steps;
-    print({ name: 'llm-7b decode', seconds: ds, baseline: 'llama.cpp Q4_0 (design.md, 9.7 tok/s)', baseline_seconds: 1 / 9.7, ratio: 1 / 9.7 / ds, unit: 'tok/s', value: 1 / ds, limit: 3.8e9 / 60e9, note: `${gen.tokens.length} tokens` });
-  }
-  await model.release();
-  model.close();
-  if (want('e2e-7b')) {
+    const gen = await generate(model.llm, prefill, PROMPT, { maxNewTokens: STEPS + 1 });
+    const ds = (now() - t) / STEPS;
+    const params = llamaLinearParams(model.config.llama);
+    return [
+      { name: `llm-${size()} load`, seconds: load, baseline: '', baseline_seconds: null, ratio: null, unit: 's', value: load, limit: null },
+      { name: `llm-${size()} prefill`, seconds: ps, baseline: '', baseline_seconds: null, ratio: null, unit: 'tok/s', value: PROMPT / ps, limit: (2 * params * PROMPT) / 800e9 },
+      { name: `llm-${size()} decode`, seconds: ds, baseline: '', baseline_seconds: null, ratio: null, unit: 'tok/s', value: 1 / ds, limit: (params * 0.625) / 25e9, note: `${gen.tokens.length} tokens` },
+    ];
+  },
+  async e2e() {
+    const image = await decodeImage(join(import.meta.dirname, '..', '..', '..', 'shared', 'fixtures', 'lisa-tiny', 'golden', 'inputs', 'truck.jpg'));
+    const warm = Lisa.load(modelDir, { visionTower: clipDir, threads, precision: 'int4' });
+    await warm.segment(image, 'warm up', { maxNewTokens: 1 }); // graphs built and weights converted once; not timed
+    await warm.close();
     const lisa = Lisa.load(modelDir, { visionTower: clipDir, threads, precision: 'int4' });
-    const image = await decodeImage(join(process.cwd(), '..', 'shared', 'fixtures', 'lisa-tiny', 'golden', 'inputs', 'truck.jpg'));
-    await lisa.segment(image, 'warm up', { maxNewTokens: 1 }); // sessions built and cached; not timed
-    await lisa.close();
-    const fresh = Lisa.load(modelDir, { visionTower: clipDir, threads, precision: 'int4' });
-    const q = 'What is the object that can carry cargo in this image? Please output segmentation mask.';
-    await fresh.segment({ width: 8, height: 8, data: new Uint8Array(192) }, 'hi', { maxNewTokens: 1 }); // sessions loaded
     let t = now();
-    const first = await fresh.segment(image, q, { maxNewTokens: 10 });
-    const s1 = now() - t;
-    print({ name: 'e2e-7b first', seconds: s1, baseline: 'official code, about 3 min (design.md)', baseline_seconds: 180, ratio: 180 / s1, unit: 'tokens', value: first.tokens.length, limit: null });
+    await lisa.segment({ width: 8, height: 8, data: new Uint8Array(192) }, 'hi', { maxNewTokens: 1 }); // sessions loaded
+    const load = now() - t;
+    const q = 'What is the object that can carry cargo in this image? Please output segmentation mask.';
     t = now();
-    const follow = await fresh.segment(image, 'And what is next to it?', { maxNewTokens: 10 });
+    const first = await lisa.segment(image, q, { maxNewTokens: 10 });
+    const s1 = now() - t;
+    t = now();
+    const follow = await lisa.segment(image, 'And what is next to it?', { maxNewTokens: 10 });
     const s2 = now() - t;
-    print({ name: 'e2e-7b follow-up', seconds: s2, baseline: 'first question on the image', baseline_seconds: s1, ratio: s1 / s2, unit: 'tokens', value: follow.tokens.length, limit: null });
-    await fresh.close();
+    await lisa.close();
+    return [
+      { name: `e2e-${size()} load`, seconds: load, baseline: '', baseline_seconds: null, ratio: null, unit: 's', value: load, limit: null, note: 'sessions opened from the cache + a tiny first question' },
+      { name: `e2e-${size()} first`, seconds: s1, baseline: 'official code, about 3 min (design.md)', baseline_seconds: 180, ratio: 180 / s1, unit: 'tokens', value: first.tokens.length, limit: null },
+      { name: `e2e-${size()} follow-up`, seconds: s2, baseline: 'first question on the image', baseline_seconds: s1, ratio: s1 / s2, unit: 'tokens', value: follow.tokens.length, limit: null },
+    ];
+  },
+};
+
+async function samEncoder(precision: 'fp32' | 'int8'): Promise<Row[]> {
+  const sam = LisaModel.load(modelDir, { visionTower: clipDir, threads, precision: 'int4', samPrecision: precision });
+  const px = new Float32Array(3 * 1024 * 1024).map((_, i) => Math.sin(i));
+  let t = now();
+  await sam.runSamEncoder(px); // builds, converts once, warms up
+  process.stdout.write(`# sam-encoder ${precision} first run (build + load): ${(now() - t).toFixed(1)} s\n`);
+  t = now();
+  await sam.runSamEncoder(px);
+  const s = now() - t;
+  return [{ name: precision === 'fp32' ? 'sam-encoder' : 'sam-encoder-int8', seconds: s, baseline: 'official PyTorch CPU fp32 (design.md)', baseline_seconds: 53.0, ratio: 53.0 / s, unit: 'GFLOP/s', value: 5.7e12 / s / 1e9, limit: 7.0 }];
+}
+
+function size(): string {
+  return readLlamaConfig(modelDir).hiddenSize >= 5120 ? '13b' : '7b';
+}
+
+/** Runs one component in a child process; its rows come back on the last stdout line. */
+function child(component: string): Row[] {
+  const r = spawnSync(process.execPath, [process.argv[1]!, '--child', component, '--dir', dir, '--model', modelName, '--threads', String(threads)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 });
+  const lines = r.stdout.trim().split('\n');
+  for (const l of lines.slice(0, -1)) process.stdout.write(`${l}\n`);
+  if (r.status !== 0) throw new Error(`bench component ${component} failed (exit ${r.status})`);
+  return JSON.parse(lines.at(-1)!) as Row[];
+}
+
+/** The llama.cpp baseline on a random Q4_0 GGUF of the checkpoint's shape (both made on first use). */
+function llamaCpp(): LlamaCppResult {
+  if (!existsSync(join(LLAMA_CPP_DIR, 'node_modules', 'node-llama-cpp'))) {
+    process.stdout.write(`# installing the llama.cpp baseline into ${LLAMA_CPP_DIR} (npm ci, CPU build only)\n`);
+    const r = spawnSync('npm', ['ci', '--omit=optional', '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: LLAMA_CPP_DIR, stdio: 'inherit' });
+    if (r.status !== 0) throw new Error('npm ci for the llama.cpp baseline failed');
   }
-  process.stdout.write(`peak RSS: ${(rss() / 2 ** 30).toFixed(2)} GiB\n`);
-  rows.push({ name: 'peak-rss', seconds: 0, baseline: 'goal 7 GiB (7B int4)', baseline_seconds: null, ratio: null, unit: 'GiB', value: rss() / 2 ** 30, limit: null });
+  const gguf = join(dir, `${modelName}-random-q4_0.gguf`);
+  if (!existsSync(gguf)) {
+    process.stdout.write(`# writing ${gguf}\n`);
+    writeRandomLlamaGguf(gguf, readLlamaConfig(modelDir), LlamaTokenizer.load(modelDir).sp.pieces, `${modelName} shape, random Q4_0`);
+  }
+  const r = spawnSync(process.execPath, [join(import.meta.dirname, 'llama-cpp-baseline.js'), '--gguf', gguf, '--threads', String(threads), '--prompt', String(PROMPT), '--steps', String(STEPS)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  if (r.status !== 0) throw new Error('the llama.cpp baseline failed');
+  return JSON.parse(r.stdout.trim().split('\n').at(-1)!) as LlamaCppResult;
+}
+
+function print(r: Row): void {
+  const lim = r.limit !== null && r.limit > 0 ? `${((100 * r.limit) / r.seconds).toFixed(0)} %` : '–';
+  process.stdout.write(`| ${r.name.padEnd(20)} | ${r.seconds.toFixed(3).padStart(8)} s | ${r.value.toFixed(2).padStart(8)} ${r.unit.padEnd(7)} | ${lim.padStart(5)} | ${r.baseline.padEnd(40)} | ${r.baseline_seconds !== null ? `${r.baseline_seconds.toFixed(3)} s` : '–'} | ${r.ratio !== null ? `${r.ratio.toFixed(2)}x` : '–'} | ${r.peak_rss_gib !== undefined ? r.peak_rss_gib.toFixed(2) : '–'} |\n`);
+}
+
+async function main(): Promise<void> {
+  const childOf = get('--child');
+  if (childOf) {
+    const rows = await components[childOf]!();
+    const peak = gib();
+    process.stdout.write(JSON.stringify(rows.map((r) => ({ ...r, peak_rss_gib: peak }))) + '\n');
+    return;
+  }
+  if (!existsSync(join(modelDir, 'config.json'))) {
+    process.stderr.write(`bench: no generated checkpoint in ${modelDir}; run: node dist/bench/make-checkpoint.js --out ${dir}\n`);
+    process.exit(1);
+  }
+  const sz = size();
+  const names = ['bandwidth', 'sam-encoder', 'sam-encoder-int8', 'clip', `llm-${sz}`, `e2e-${sz}`];
+  const only = get('--only')?.split(',');
+  for (const n of only ?? []) if (!names.includes(n)) { process.stderr.write(`bench: unknown component '${n}' (expected one of ${names.join(', ')})\n`); process.exit(2); }
+  const want = (n: string): boolean => !only || only.includes(n);
+  process.stdout.write(`machine: ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB; onnxruntime threads ${threads}; model ${modelName}\n`);
+  const rows: Row[] = [];
+  for (const n of names) {
+    if (!want(n)) continue;
+    if (n === `llm-${sz}`) {
+      const base = llamaCpp();
+      const ours = child('llm');
+      const label = `llama.cpp Q4_0 (node-llama-cpp ${base.version})`;
+      const [load, pre, dec] = ours as [Row, Row, Row];
+      rows.push(load, { ...pre, baseline: label, baseline_seconds: base.prefill_s, ratio: base.prefill_s / pre.seconds },
+        { ...dec, baseline: label, baseline_seconds: base.decode_s_per_token, ratio: base.decode_s_per_token / dec.seconds },
+        { name: `llama.cpp-${sz} rss`, seconds: base.load_s, baseline: 'baseline process peak RSS', baseline_seconds: null, ratio: null, unit: 'GiB', value: base.peak_rss_bytes / 2 ** 30, limit: null, peak_rss_gib: base.peak_rss_bytes / 2 ** 30 });
+    } else {
+      rows.push(...child(n.startsWith('e2e') ? 'e2e' : n));
+    }
+  }
+  process.stdout.write('| component            |     time   |  throughput      | % lim | baseline                                 | base time | ratio | peak RSS GiB |\n');
+  rows.forEach(print);
+  const jsonOut = get('--json');
   if (jsonOut) writeFileSync(jsonOut, JSON.stringify(rows, null, 2) + '\n');
 }
 

@@ -3,7 +3,7 @@ import { after, describe, it } from 'node:test';
 import { join } from 'node:path';
 import { Graph } from '../src/graph/graph.js';
 import type { Value } from '../src/graph/ir.js';
-import { addDecomposedRelPos, applyRotary, relPosAttentionScores, attention, linear, mergeHeads, rotary, rotaryCosSin, rotaryFused, splitHeads, windowPartition, windowUnpartition } from '../src/graph/nn.js';
+import { addDecomposedRelPos, applyRotary, relPosAttention, relPosAttentionScores, attention, linear, mergeHeads, rotary, rotaryCosSin, rotaryFused, splitHeads, windowPartition, windowUnpartition } from '../src/graph/nn.js';
 import { Engine } from '../src/graph/session.js';
 import { f32, i64, type HostTensor } from '../src/graph/tensor.js';
 import * as R from './reference.js';
@@ -327,6 +327,24 @@ describe('SAM encoder helpers', () => {
     g.output(addDecomposedRelPos(g, g.matmul(g.mul(vq, g.scalar(scale)), g.transpose(vk, [0, 2, 1])), vq, rh, rw, [qh, qw], [qh, qw]), 'plain');
     const o = await run(g, { q: feed(q), k: feed(k), rh: feed(relH), rw: feed(relW) });
     close(o.fused!, R.nd([b, qh * qw, qh * qw], o.plain!.data as Float32Array));
+  });
+
+  it('rel-pos attention computed in query chunks equals softmax(scores + rel-pos) · v', async () => {
+    const qh = 3, qw = 5, c = 4, b = 2, scale = 0.41;
+    const q = rand([b, qh * qw, c]), k = rand([b, qh * qw, c]), v = rand([b, qh * qw, c]), relH = rand([2 * qh - 1, c]), relW = rand([2 * qw - 1, c]);
+    const g = new Graph('relpos_chunked');
+    const vq = input(g, 'q', q), vk = input(g, 'k', k), vv = input(g, 'v', v), rh = input(g, 'rh', relH), rw = input(g, 'rw', relW);
+    for (const n of [1, 4, 15]) g.output(relPosAttention(g, vq, vk, vv, scale, rh, rw, [qh, qw], [qh, qw], n), `chunks_${n}`);
+    g.output(addDecomposedRelPos(g, g.matmul(g.mul(vq, g.scalar(scale)), g.transpose(vk, [0, 2, 1])), vq, rh, rw, [qh, qw], [qh, qw]), 'scores');
+    const o = await run(g, { q: feed(q), k: feed(k), v: feed(v), rh: feed(relH), rw: feed(relW) });
+    // Reference: row softmax of the unfused scores, times v, on the host.
+    const n = qh * qw, sc = o.scores!.data as Float32Array, ref = new Float32Array(b * n * c);
+    for (let bi = 0; bi < b; bi++) for (let i = 0; i < n; i++) {
+      const row = sc.subarray((bi * n + i) * n, (bi * n + i + 1) * n);
+      const m = Math.max(...row), e = [...row].map((x) => Math.exp(x - m)), z = e.reduce((a, x) => a + x, 0);
+      for (let j = 0; j < n; j++) for (let ci = 0; ci < c; ci++) ref[(bi * n + i) * c + ci]! += (e[j]! / z) * v.data[(bi * n + j) * c + ci]!;
+    }
+    for (const k of ['chunks_1', 'chunks_4', 'chunks_15']) close(o[k]!, R.nd([b, n, c], ref));
   });
 });
 

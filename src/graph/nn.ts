@@ -160,6 +160,12 @@ export function addDecomposedRelPos(g: Graph, attn: Value, q: Value, relPosH: Va
  * `q`, `k` are [B, qh·qw, C] and [B, kh·kw, C].
  */
 export function relPosAttentionScores(g: Graph, q: Value, k: Value, scale: number, relPosH: Value, relPosW: Value, qSize: [number, number], kSize: [number, number]): Value {
+  const [qAug, kAugT] = relPosAugmented(g, q, k, scale, relPosH, relPosW, qSize, kSize);
+  return g.matmul(qAug, kAugT);
+}
+
+/** The two factors of relPosAttentionScores: [q·s, relH, relW] and [k, onehot(kh), onehot(kw)]ᵀ. */
+function relPosAugmented(g: Graph, q: Value, k: Value, scale: number, relPosH: Value, relPosW: Value, qSize: [number, number], kSize: [number, number]): [Value, Value] {
   const [qh, qw] = qSize, [kh, kw] = kSize;
   const c = q.shape[2] as number;
   const rh = g.gather(relPosH, g.constant('int64', [qh, kh], relPosIndices(qh, kh))); // [qh, kh, C]
@@ -176,6 +182,24 @@ export function relPosAttentionScores(g: Graph, q: Value, k: Value, scale: numbe
     onehot[row + kh + jw] = 1;
   }
   const oh = g.expandTo(g.constant('float32', [1, kh * kw, kh + kw], onehot), [g.dimOf(k, 0), kh * kw, kh + kw]);
-  const kAug = g.concat([k, oh], 2);
-  return g.matmul(qAug, g.transpose(kAug, [0, 2, 1]));
+  return [qAug, g.transpose(g.concat([k, oh], 2), [0, 2, 1])];
+}
+
+/**
+ * softmax(relPosAttentionScores) · v, computed `queryChunks` query rows at a time: each row's softmax only
+ * needs its own scores, so the result is the same, but the [B, Q, K] score and probability tensors exist one
+ * chunk at a time (ViT-H's global blocks: 1 GiB each whole, ×2 with the softmax output) — this is what keeps
+ * SAM's encoder inside the memory budget beside a resident LLM.
+ */
+export function relPosAttention(g: Graph, q: Value, k: Value, v: Value, scale: number, relPosH: Value, relPosW: Value, qSize: [number, number], kSize: [number, number], queryChunks = 1): Value {
+  const [qAug, kAugT] = relPosAugmented(g, q, k, scale, relPosH, relPosW, qSize, kSize);
+  const rows = qSize[0] * qSize[1];
+  const n = Math.max(1, Math.min(queryChunks, rows));
+  if (n === 1) return g.matmul(g.softmax(g.matmul(qAug, kAugT), -1), v);
+  const step = Math.ceil(rows / n), parts: Value[] = [];
+  for (let start = 0; start < rows; start += step) {
+    const qc = g.slice(qAug, [start], [Math.min(rows, start + step)], [1]);
+    parts.push(g.matmul(g.softmax(g.matmul(qc, kAugT), -1), v));
+  }
+  return g.concat(parts, 1);
 }

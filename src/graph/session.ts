@@ -92,15 +92,15 @@ export class Engine {
     }
   }
 
-  /** Compiles `graph` and opens a session on it. */
-  async load(graph: Graph): Promise<EngineSession> {
+  /** Compiles `graph` and opens a session on it; `memoryArena` overrides the engine's setting for this session. */
+  async load(graph: Graph, opts: { memoryArena?: boolean } = {}): Promise<EngineSession> {
     const { dir } = this.compile(graph);
     const session = await ort.InferenceSession.create(join(dir, 'model.onnx'), {
       intraOpNumThreads: this.threads,
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
-      enableCpuMemArena: this.memoryArena,
+      enableCpuMemArena: opts.memoryArena ?? this.memoryArena,
       ...(this.profilePrefix ? { enableProfiling: true, profileFilePrefix: this.profilePrefix } : {}),
       ...(this.prepack ? {} : { extra: { session: { disable_prepacking: '1' } } }),
       executionProviders: this.executionProviders,

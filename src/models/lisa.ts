@@ -28,6 +28,12 @@ export interface LisaLoadOptions extends EngineOptions {
   visionTower?: string;
   /** Called as weights are opened and graphs are built. */
   onProgress?: (stage: string) => void;
+  /**
+   * Keep the CLIP and SAM image-encoder sessions open between images (default false: they are closed after
+   * each image is encoded). Closed, they cost ~3.7 GB less at full size while the LLM is resident, and
+   * reopening them from the cache for the next image takes a few seconds beside SAM's ~30 s encoder run.
+   */
+  keepVisionSessions?: boolean;
 }
 
 /** Everything computed from one image, reused for every question about it. */
@@ -67,9 +73,11 @@ export class LisaModel {
   readonly llm: LlamaCausalLM;
   private readonly sessions = new Map<string, Promise<EngineSession>>();
   private readonly progress: (stage: string) => void;
+  private readonly keepVisionSessions: boolean;
 
   private constructor(dir: string, clipDir: string, opts: LisaLoadOptions) {
     this.progress = opts.onProgress ?? (() => {});
+    this.keepVisionSessions = opts.keepVisionSessions === true;
     this.dir = dir;
     this.config = readLisaConfig(dir);
     this.tokenizer = LlamaTokenizer.load(dir);
@@ -123,6 +131,13 @@ export class LisaModel {
       this.sessions.set(key, s);
     }
     return s;
+  }
+
+  private async closeSession(key: string): Promise<void> {
+    const s = this.sessions.get(key);
+    if (!s) return;
+    this.sessions.delete(key);
+    await (await s).release();
   }
 
   /** Writes onnxruntime's profile traces of the sessions opened so far (engine made with `profilePrefix`). */
@@ -218,6 +233,7 @@ export class LisaModel {
       samEmbeddings: sam.image_embeddings!,
     };
     if (clip.hidden_states) enc.clipHiddenStates = clip.hidden_states.data as Float32Array;
+    if (!this.keepVisionSessions) for (const key of ['clip', 'clip_all', 'sam_image_encoder']) await this.closeSession(key);
     return enc;
   }
 

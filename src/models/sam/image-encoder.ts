@@ -1,8 +1,11 @@
 import { LisaError } from '../../errors.js';
 import type { Graph } from '../../graph/graph.js';
 import type { Value } from '../../graph/ir.js';
-import { relPosAttentionScores, windowPartition, windowUnpartition } from '../../graph/nn.js';
+import { relPosAttention, windowPartition, windowUnpartition } from '../../graph/nn.js';
 import type { ModuleWeights } from '../module.js';
+
+/** The largest attention-score block (per image) built at once; see relPosAttention. */
+const ATTENTION_CHUNK_BYTES = 256 * 2 ** 20;
 
 /** SAM image-encoder sizes. Not in any config file: inferred from tensor shapes, as the real checkpoints require. */
 export interface SamEncoderConfig {
@@ -63,8 +66,10 @@ function block(g: Graph, w: ModuleWeights, x: Value, cfg: SamEncoderConfig, wind
   const qkv = g.transpose(g.reshape(w.linear(g, y, 'attn.qkv'), [-1, sh! * sw!, 3, heads, hd]), [2, 0, 3, 1, 4]);
   const take = (i: number): Value => g.reshape(g.slice(qkv, [i], [i + 1], [0]), [-1, sh! * sw!, hd]);
   const q = take(0), k = take(1), v = take(2);
-  const attn = relPosAttentionScores(g, q, k, hd ** -0.5, w.param(g, 'attn.rel_pos_h'), w.param(g, 'attn.rel_pos_w'), [sh!, sw!], [sh!, sw!]);
-  const out = g.matmul(g.softmax(attn, -1), v); // [B*heads, H*W, hd]
+  // Global blocks attend over all H·W tokens: their scores are computed a few hundred MB at a time.
+  const tokens = sh! * sw!, scoreBytes = heads * tokens * tokens * 4;
+  const chunks = Math.ceil(scoreBytes / ATTENTION_CHUNK_BYTES);
+  const out = relPosAttention(g, q, k, v, hd ** -0.5, w.param(g, 'attn.rel_pos_h'), w.param(g, 'attn.rel_pos_w'), [sh!, sw!], [sh!, sw!], chunks); // [B*heads, H*W, hd]
   y = g.reshape(g.transpose(g.reshape(out, [-1, heads, sh!, sw!, hd]), [0, 2, 3, 1, 4]), [-1, sh!, sw!, c!]);
   y = w.linear(g, y, 'attn.proj');
   if (windowSize > 0) y = windowUnpartition(g, y, windowSize, hp, wp, h!, wd!);
