@@ -2,7 +2,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { LisaError } from '../errors.js';
 import { LisaModel, type LisaLoadOptions } from '../models/lisa.js';
 
-export interface ModelCliOptions { model: string; visionTower?: string; threads?: number; cacheDir?: string; precision?: 'auto' | 'fp32' | 'int8' | 'int4'; samPrecision?: 'fp32' | 'int8'; keepVisionSessions?: boolean }
+export interface ModelCliOptions { model: string; visionTower?: string; threads?: number; cacheDir?: string; precision?: 'auto' | 'fp32' | 'int8' | 'int4'; samPrecision?: 'fp32' | 'int8'; lowMemory?: boolean }
 
 export function parseIntArg(name: string, min = 0): (v: string) => number {
   return (v: string) => {
@@ -21,7 +21,7 @@ export function modelOptions(cmd: Command): Command {
     .option('--cache-dir <dir>', 'compiled-graph cache (default: $LISA_CACHE or ~/.cache/lisa-ts)')
     .option('--precision <p>', 'LLM linear layers: auto (int4 above 1B parameters), fp32, int8 or int4', 'auto')
     .option('--sam-precision <p>', "SAM image encoder Linear layers: fp32 (official numbers) or int8 (faster, masks differ slightly)", 'fp32')
-    .option('--keep-vision-sessions', 'keep CLIP and the SAM image encoder loaded between images (faster new images, ~3.7 GB more at full size)');
+    .option('--low-memory', 'close CLIP and the SAM image encoder after each image (~3 GiB less beside a 7B LLM; each new image reopens them)');
 }
 
 /** The model options every command shares, from its parsed flags. */
@@ -35,7 +35,7 @@ export function loadOptions(o: ModelCliOptions): LisaLoadOptions {
     ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}),
     ...(o.precision ? { precision: o.precision } : {}),
     ...(o.samPrecision ? { samPrecision: o.samPrecision } : {}),
-    ...(o.keepVisionSessions ? { keepVisionSessions: true } : {}),
+    ...(o.lowMemory ? { keepVisionSessions: false } : {}),
     ...(process.stderr.isTTY ? { onProgress: (s: string) => process.stderr.write(`\r\x1b[K${s}…`) } : {}),
   };
 }

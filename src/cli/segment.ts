@@ -25,7 +25,8 @@ export function registerSegment(program: Command): void {
       if (!question.trim() && !o.point && !o.box) throw new LisaError('--query must not be empty (or give --point/--box for SAM prompts)');
       if (o.answer !== undefined && !question.trim()) throw new LisaError('--answer needs --query');
       const image = await decodeImage(o.image);
-      const lisa = Lisa.load(o.model, loadOptions(o));
+      // One image per run: the vision sessions are closed once it is encoded, before the LLM opens.
+      const lisa = Lisa.load(o.model, { ...loadOptions(o), keepVisionSessions: false });
       try {
         const streaming = !o.json && process.stdout.isTTY && o.answer === undefined && question.trim() !== '';
         const r = await lisa.segment(image, question, {

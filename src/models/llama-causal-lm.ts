@@ -1,3 +1,4 @@
+import { closeSync, openSync, readSync } from 'node:fs';
 import { LisaError } from '../errors.js';
 import { Graph } from '../graph/graph.js';
 import type { Value } from '../graph/ir.js';
@@ -16,7 +17,7 @@ import { ModuleWeights } from './module.js';
  */
 export class LlamaCausalLM {
   private readonly sessions = new Map<boolean, Promise<EngineSession>>();
-  private table: { dtype: DType; bytes: Uint8Array; rowBytes: number; rows: number } | null = null;
+  private table: { dtype: DType; rowBytes: number; rows: number; fd: number; offset: number; bytes: Uint8Array | null } | null = null;
 
   constructor(readonly config: LlamaConfig, readonly ckpt: Checkpoint, readonly engine: Engine, readonly name = 'llm', readonly quant: QuantSpec | null = null) {}
 
@@ -50,18 +51,30 @@ export class LlamaCausalLM {
     return s;
   }
 
-  /** embed_tokens rows for `ids`, widened to float32 (the table is read from the checkpoint once). */
+  /**
+   * embed_tokens rows for `ids`, widened to float32. Rows are read from the checkpoint file as needed when the
+   * tensor is stored contiguously (a 7B table is 262 MB in bf16 and a prompt needs a few hundred rows of it);
+   * otherwise the table is read once.
+   */
   embedTokens(ids: readonly number[]): Float32Array {
     if (!this.table) {
       const t = this.ckpt.get('model.embed_tokens.weight');
-      this.table = { dtype: t.dtype, bytes: t.bytes(), rowBytes: t.byteLength / t.shape[0]!, rows: t.shape[0]! };
+      const rows = t.shape[0]!, rowBytes = t.byteLength / rows;
+      this.table = t.span
+        ? { dtype: t.dtype, rowBytes, rows, fd: openSync(t.span.path, 'r'), offset: t.span.offset, bytes: null }
+        : { dtype: t.dtype, rowBytes, rows, fd: -1, offset: 0, bytes: t.bytes() };
     }
-    const { dtype, bytes, rowBytes, rows } = this.table;
+    const { dtype, rowBytes, rows, fd, offset, bytes } = this.table;
     const h = this.config.hiddenSize;
     const out = new Float32Array(ids.length * h);
+    const row = new Uint8Array(rowBytes);
     ids.forEach((id, i) => {
       if (!Number.isInteger(id) || id < 0 || id >= rows) throw new LisaError(`token id ${id} is outside the embedding table (0..${rows - 1})`);
-      out.set(toFloat32(dtype, bytes.subarray(id * rowBytes, (id + 1) * rowBytes)), i * h);
+      if (bytes) out.set(toFloat32(dtype, bytes.subarray(id * rowBytes, (id + 1) * rowBytes)), i * h);
+      else {
+        if (readSync(fd, row, 0, rowBytes, offset + id * rowBytes) !== rowBytes) throw new LisaError(`${this.ckpt.get('model.embed_tokens.weight').file}: embed_tokens row ${id} is cut short`);
+        out.set(toFloat32(dtype, row), i * h);
+      }
     });
     return out;
   }
@@ -73,6 +86,8 @@ export class LlamaCausalLM {
   async release(): Promise<void> {
     for (const s of this.sessions.values()) await (await s).release();
     this.sessions.clear();
+    if (this.table && this.table.fd >= 0) closeSync(this.table.fd);
+    this.table = null;
   }
 }
 
