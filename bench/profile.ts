@@ -29,9 +29,12 @@ const files = readdirSync(tmpdir()).filter((f) => f.startsWith(`lisa-profile-${w
 const byOp = new Map<string, { us: number; n: number }>();
 let total = 0;
 for (const f of files) {
-  const events = JSON.parse(readFileSync(join(tmpdir(), f), 'utf8')) as { cat: string; name: string; dur: number; args?: { op_name?: string } }[];
+  const events = JSON.parse(readFileSync(join(tmpdir(), f), 'utf8')) as { cat: string; name: string; ts: number; dur: number; args?: { op_name?: string } }[];
+  // decode: only the steps after the prefill (the first model_run of the session).
+  const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run').sort((a, b) => a.ts - b.ts);
+  const from = what === 'decode' && runs.length > 1 ? runs[0]!.ts + runs[0]!.dur : 0;
   for (const e of events) {
-    if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time')) continue;
+    if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time') || e.ts < from) continue;
     const op = e.args?.op_name ?? e.name;
     const r = byOp.get(op) ?? { us: 0, n: 0 };
     r.us += e.dur; r.n++; total += e.dur;

@@ -3,7 +3,7 @@ import { after, describe, it } from 'node:test';
 import { join } from 'node:path';
 import { Graph } from '../src/graph/graph.js';
 import type { Value } from '../src/graph/ir.js';
-import { addDecomposedRelPos, applyRotary, relPosAttention, relPosAttentionScores, attention, linear, mergeHeads, rotary, rotaryCosSin, rotaryFused, splitHeads, windowPartition, windowUnpartition } from '../src/graph/nn.js';
+import { addDecomposedRelPos, applyRotary, cachedAttention, F32_MIN, relPosAttention, relPosAttentionScores, attention, linear, mergeHeads, rotary, rotaryCosSin, rotaryFused, splitHeads, windowPartition, windowUnpartition } from '../src/graph/nn.js';
 import { Engine } from '../src/graph/session.js';
 import { f32, i64, type HostTensor } from '../src/graph/tensor.js';
 import * as R from './reference.js';
@@ -234,6 +234,32 @@ describe('attention and rotary', () => {
     const cached = new Float32Array(ys.reduce<number[]>((acc, y) => acc.concat([...y]), []));
     close(f32([1, total, hidden], cached), R.nd([1, total, hidden], full.y!.data as Float32Array), 1e-5, 'cached vs full');
     assert.deepEqual([...step.present_k!.shape], [1, heads, total, hd]);
+  });
+
+  it('attention over a capacity-padded head-major cache equals causal attention over the whole sequence (GQA, garbage in spare slots)', async () => {
+    const heads = 4, kvHeads = 2, d = 3, past = 3, s = 2, cap = 6, total = past + s;
+    const q = rand([1, heads, s, d]), k = rand([1, kvHeads, total, d]), v = rand([1, kvHeads, total, d]);
+    // The cache holds the first `past` positions; its spare slots hold large junk that must be ignored.
+    const pack = (x: typeof k): Float32Array => {
+      const b = new Float32Array(kvHeads * cap * d).fill(1e3);
+      for (let h = 0; h < kvHeads; h++) b.set(x.data.subarray(h * total * d, (h * total + past) * d), h * cap * d);
+      return b;
+    };
+    const newRows = (x: typeof k): Float32Array => {
+      const b = new Float32Array(kvHeads * s * d);
+      for (let h = 0; h < kvHeads; h++) b.set(x.data.subarray((h * total + past) * d, (h + 1) * total * d), h * s * d);
+      return b;
+    };
+    const g = new Graph('cached_attention');
+    const vq = g.input('q', 'float32', [1, heads, 's', d]);
+    const kn = g.input('k_new', 'float32', [1, kvHeads, 's', d]), vn = g.input('v_new', 'float32', [1, kvHeads, 's', d]);
+    const pk = g.input('past_k', 'float32', [1, kvHeads, 'cap', d]), pv = g.input('past_v', 'float32', [1, kvHeads, 'cap', d]);
+    const mask = g.input('mask', 'float32', [1, 'cap']);
+    g.output(cachedAttention(g, vq, kn, vn, pk, pv, mask), 'out');
+    const m = new Float32Array(cap).fill(F32_MIN); m.fill(0, 0, past);
+    const o = await run(g, { q: feed(q), k_new: f32([1, kvHeads, s, d], newRows(k)), v_new: f32([1, kvHeads, s, d], newRows(v)), past_k: f32([1, kvHeads, cap, d], pack(k)), past_v: f32([1, kvHeads, cap, d], pack(v)), mask: f32([1, cap], m) });
+    // Reference: the s queries as the last positions of causal attention over all of them (GQA by head groups).
+    close(o.out!, refAttention(q, k, v, true));
   });
 
   it('rotary embedding equals HF LLaMA rotate_half, and the fused op agrees', async () => {

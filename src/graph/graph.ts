@@ -166,6 +166,7 @@ export class Graph {
   }
   range(start: Value, limit: Value, delta: Value): Value { return this.one('Range', [start, limit, delta]); }
   reduceMean(x: Value, axes: readonly number[], keepdims = true): Value { return this.one('ReduceMean', [x, this.ints(axes)], { keepdims: attr.i(keepdims ? 1 : 0) }); }
+  reduceMax(x: Value, axes: readonly number[], keepdims = true): Value { return this.one('ReduceMax', [x, this.ints(axes)], { keepdims: attr.i(keepdims ? 1 : 0) }); }
   reduceSum(x: Value, axes: readonly number[], keepdims = true): Value { return this.one('ReduceSum', [x, this.ints(axes)], { keepdims: attr.i(keepdims ? 1 : 0) }); }
 
   // ---- normalisation ----

@@ -92,7 +92,11 @@ export class Engine {
     }
   }
 
-  /** Compiles `graph` and opens a session on it; `memoryArena` overrides the engine's setting for this session. */
+  /**
+   * Compiles `graph` and opens a session on it. `memoryArena` overrides the engine's setting for this session;
+   * onnxruntime's memory patterns stay off (they are planned and kept per input shape, and a KV-cache decoder
+   * sees a new shape every token).
+   */
   async load(graph: Graph, opts: { memoryArena?: boolean } = {}): Promise<EngineSession> {
     const { dir } = this.compile(graph);
     const session = await ort.InferenceSession.create(join(dir, 'model.onnx'), {
@@ -101,6 +105,7 @@ export class Engine {
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
       enableCpuMemArena: opts.memoryArena ?? this.memoryArena,
+      enableMemPattern: false,
       ...(this.profilePrefix ? { enableProfiling: true, profileFilePrefix: this.profilePrefix } : {}),
       ...(this.prepack ? {} : { extra: { session: { disable_prepacking: '1' } } }),
       executionProviders: this.executionProviders,

@@ -1,42 +1,57 @@
+import { F32_MIN } from '../graph/nn.js';
 import { f32, hostTensor, type HostTensor } from '../graph/tensor.js';
 import type { LlamaCausalLM } from '../models/llama-causal-lm.js';
 
 /**
- * Keys and values of every layer for the positions seen so far, sequence-major ([T, kvHeads, headDim] rows
- * in growable buffers): appending a step is a copy of its rows, and feeding the cache back to onnxruntime is
- * a zero-copy view. A cache state is consumed by the next forward (which may append into the same buffers).
+ * Keys and values of every layer for the positions seen so far, head-major with spare capacity
+ * ([kvHeads, capacity, headDim] per layer): the buffers are fed to onnxruntime as they are (zero-copy) with a
+ * mask over the unused slots, and a step's rows are copied into place, so nothing copies the whole cache per
+ * token. A cache state is consumed by the next forward (which may append into the same buffers).
  */
 export class KvCache {
   /** `shared`: the buffers may be in use by another cache state, so appending copies them first. */
-  private constructor(readonly keys: Float32Array[], readonly values: Float32Array[], readonly length: number, readonly rowSize: number, private readonly shared = false) {}
+  private constructor(readonly keys: Float32Array[], readonly values: Float32Array[], readonly length: number, readonly capacity: number, readonly kvHeads: number, readonly headDim: number, private readonly shared = false) {}
 
-  static empty(layers: number, rowSize: number): KvCache {
-    return new KvCache(Array.from({ length: layers }, () => new Float32Array(0)), Array.from({ length: layers }, () => new Float32Array(0)), 0, rowSize);
+  static empty(layers: number, kvHeads: number, headDim: number): KvCache {
+    // One masked slot: the graph's softmax takes a max over the cache axis, which must not be empty.
+    const buf = (): Float32Array => new Float32Array(kvHeads * headDim);
+    return new KvCache(Array.from({ length: layers }, buf), Array.from({ length: layers }, buf), 0, 1, kvHeads, headDim);
   }
 
   /** The first `length` positions (a prefix shared with a new prompt); safe to keep and reuse. */
   truncate(length: number): KvCache {
-    return new KvCache(this.keys, this.values, Math.min(length, this.length), this.rowSize, true);
+    return new KvCache(this.keys, this.values, Math.min(length, this.length), this.capacity, this.kvHeads, this.headDim, true);
   }
 
-  /** This cache plus `rows` new positions per layer. */
+  /** This cache plus `rows` new positions per layer, given as [kvHeads, rows, headDim]. */
   append(newKeys: Float32Array[], newValues: Float32Array[], rows: number): KvCache {
-    const need = (this.length + rows) * this.rowSize;
-    const grow = (buf: Float32Array, add: Float32Array): Float32Array => {
+    const { kvHeads: h, headDim: d, length: len } = this;
+    const need = len + rows;
+    // Room for growth: a decode step that has to grow the buffers copies the whole cache (1 s at 320
+    // positions of a 7B, measured), so grow ahead.
+    const cap = need > this.capacity ? Math.max(need + 128, Math.ceil(this.capacity * 1.5)) : this.capacity;
+    const place = (buf: Float32Array, add: Float32Array): Float32Array => {
       let b = buf;
-      if (b.length < need || this.shared) { b = new Float32Array(Math.max(need, Math.ceil(buf.length * 1.5), 64 * this.rowSize)); b.set(buf.subarray(0, this.length * this.rowSize)); }
-      b.set(add, this.length * this.rowSize);
+      if (cap !== this.capacity || this.shared) {
+        b = new Float32Array(h * cap * d);
+        for (let i = 0; i < h; i++) b.set(buf.subarray(i * this.capacity * d, (i * this.capacity + len) * d), i * cap * d);
+      }
+      for (let i = 0; i < h; i++) b.set(add.subarray(i * rows * d, (i + 1) * rows * d), (i * cap + len) * d);
       return b;
     };
-    return new KvCache(this.keys.map((k, i) => grow(k, newKeys[i]!)), this.values.map((v, i) => grow(v, newValues[i]!)), this.length + rows, this.rowSize);
+    return new KvCache(this.keys.map((k, i) => place(k, newKeys[i]!)), this.values.map((v, i) => place(v, newValues[i]!)), need, cap, h, d);
   }
 
-  feed(layer: number, kvHeads: number, headDim: number): { key: HostTensor; value: HostTensor } {
-    const n = this.length * this.rowSize;
-    return {
-      key: f32([1, this.length, kvHeads, headDim], this.keys[layer]!.subarray(0, n)),
-      value: f32([1, this.length, kvHeads, headDim], this.values[layer]!.subarray(0, n)),
-    };
+  feed(layer: number): { key: HostTensor; value: HostTensor } {
+    const shape = [1, this.kvHeads, this.capacity, this.headDim];
+    return { key: f32(shape, this.keys[layer]!), value: f32(shape, this.values[layer]!) };
+  }
+
+  /** [1, capacity]: 0 over the cached positions, F32_MIN over the spare slots. */
+  mask(): HostTensor {
+    const m = new Float32Array(this.capacity).fill(F32_MIN);
+    m.fill(0, 0, this.length);
+    return f32([1, this.capacity], m);
   }
 }
 
@@ -50,20 +65,20 @@ export interface LlmStep {
 
 export function emptyCache(lm: LlamaCausalLM): KvCache {
   const c = lm.config;
-  return KvCache.empty(c.numLayers, c.numKvHeads * (c.hiddenSize / c.numHeads));
+  return KvCache.empty(c.numLayers, c.numKvHeads, c.hiddenSize / c.numHeads);
 }
 
 /** Runs the decoder on `seq` new embedding rows after the cached positions (positions cache.length …). */
 export async function llmForward(lm: LlamaCausalLM, embeds: Float32Array, seq: number, cache: KvCache = emptyCache(lm), debug = false): Promise<LlmStep> {
   const c = lm.config;
-  const hd = c.hiddenSize / c.numHeads;
   const s = await lm.sessionPromise(debug);
   const feeds: Record<string, HostTensor> = {
     inputs_embeds: f32([1, seq, c.hiddenSize], embeds),
     position_ids: hostTensor('int64', [1, seq], BigInt64Array.from({ length: seq }, (_, i) => BigInt(cache.length + i))),
   };
+  feeds.past_mask = cache.mask();
   for (let i = 0; i < c.numLayers; i++) {
-    const kv = cache.feed(i, c.numKvHeads, hd);
+    const kv = cache.feed(i);
     feeds[`past_key_${i}`] = kv.key;
     feeds[`past_value_${i}`] = kv.value;
   }

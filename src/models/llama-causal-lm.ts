@@ -12,7 +12,7 @@ import { ModuleWeights } from './module.js';
 
 /**
  * LlamaForCausalLM as one onnxruntime session with a KV cache (inputs_embeds, position_ids, past_key_i,
- * past_value_i → hidden, logits, new_key_i, new_value_i [, layer_i]), plus the token embedding
+ * past_value_i, past_mask → hidden, logits, new_key_i, new_value_i [, layer_i]), plus the token embedding
  * lookup, which runs here: a row read is cheaper than a graph, and LLaVA splices image rows in anyway.
  */
 export class LlamaCausalLM {
@@ -30,10 +30,11 @@ export class LlamaCausalLM {
     const pos = g.input('position_ids', 'int64', [1, 'seq']);
     const pk: Value[] = [], pv: Value[] = [];
     for (let i = 0; i < c.numLayers; i++) {
-      pk.push(g.input(`past_key_${i}`, 'float32', [1, 'past', c.numKvHeads, hd]));
-      pv.push(g.input(`past_value_${i}`, 'float32', [1, 'past', c.numKvHeads, hd]));
+      pk.push(g.input(`past_key_${i}`, 'float32', [1, c.numKvHeads, 'capacity', hd]));
+      pv.push(g.input(`past_value_${i}`, 'float32', [1, c.numKvHeads, 'capacity', hd]));
     }
-    const io = llamaDecoder(g, new ModuleWeights(this.ckpt, '', this.quant), c, embeds, pos, pk, pv);
+    const mask = g.input('past_mask', 'float32', [1, 'capacity']);
+    const io = llamaDecoder(g, new ModuleWeights(this.ckpt, '', this.quant), c, embeds, pos, pk, pv, mask);
     g.output(io.hidden, 'hidden');
     g.output(io.logits, 'logits');
     io.newKeys.forEach((k, i) => g.output(k, `new_key_${i}`));
@@ -44,9 +45,10 @@ export class LlamaCausalLM {
 
   sessionPromise(debug = false): Promise<EngineSession> {
     let s = this.sessions.get(debug);
-    // The arena is on here (off by default for SAM's huge one-off intermediates): the decoder's buffers are
-    // small and the same every token, and fresh allocations cost page faults — measured on the 7B prefill,
-    // everything but MatMulNBits went from 7.1 s to 2.0 s of kernel time.
+    // The arena is on here (off by default for SAM's huge one-off intermediates): fresh allocations cost page
+    // faults, and on the 7B prefill everything but MatMulNBits went from 7.1 s to 2.0 s of kernel time with it
+    // (prefill 15.9 → 18.4 tok/s). It costs decode (4.08 → 2.95 tok/s, same run; not yet understood): LISA's
+    // answers are short and its prompts ~300 positions, so prefill matters more. See the README's full-size notes.
     if (!s) { s = this.engine.load(this.graph(debug), { memoryArena: true }); this.sessions.set(debug, s); }
     return s;
   }

@@ -1,6 +1,6 @@
 import type { Graph } from '../graph/graph.js';
 import type { Value } from '../graph/ir.js';
-import { attention, mergeHeads, rotaryFused, splitHeads } from '../graph/nn.js';
+import { cachedAttention, mergeHeads, rotaryFused, splitHeads } from '../graph/nn.js';
 import type { LlamaConfig } from './config.js';
 import type { ModuleWeights } from './module.js';
 
@@ -24,7 +24,7 @@ export function rotaryTables(headDim: number, maxPos: number, base: number): { c
 export interface LlamaGraphIO {
   hidden: Value; // final-norm hidden states [B, S, H]
   logits: Value; // [B, S, V]
-  /** This call's keys (after rotary) and values per layer, [B, S, kvHeads, headDim]: the cache grows by these. */
+  /** This call's keys (after rotary) and values per layer, [B, kvHeads, S, headDim]: the cache grows by these. */
   newKeys: Value[];
   newValues: Value[];
   layerOutputs: Value[];
@@ -32,12 +32,13 @@ export interface LlamaGraphIO {
 
 /**
  * LlamaModel + lm_head over `inputsEmbeds` [B, S, H] with a KV cache: `pastKeys[i]`/`pastValues[i]` are
- * [B, P, kvHeads, headDim] (sequence-major, P may be 0), positions are P..P+S-1 given as `positionIds`
+ * [B, kvHeads, C, headDim] head-major buffers of capacity C ≥ 1, of which the slots where `pastMask` [1, C]
+ * is 0 hold the P cached positions (see cachedAttention); positions are P..P+S-1 given as `positionIds`
  * [B, S] int64. Only the S new key/value rows are outputs: onnxruntime-node returns outputs slowly, so the
- * cache lives with the caller, who appends them and feeds the cache back as an input (which is zero-copy).
+ * cache lives with the caller, who appends them and feeds the buffers back as inputs (zero-copy).
  * The reference (LISA's generate) runs without a cache; with one, every position's values are the same.
  */
-export function llamaDecoder(g: Graph, w: ModuleWeights, cfg: LlamaConfig, inputsEmbeds: Value, positionIds: Value, pastKeys: Value[], pastValues: Value[]): LlamaGraphIO {
+export function llamaDecoder(g: Graph, w: ModuleWeights, cfg: LlamaConfig, inputsEmbeds: Value, positionIds: Value, pastKeys: Value[], pastValues: Value[], pastMask: Value): LlamaGraphIO {
   const heads = cfg.numHeads, kvHeads = cfg.numKvHeads, hd = cfg.hiddenSize / heads;
   // onnxruntime's fused RotaryEmbedding (rotate_half layout) takes the half tables [maxPos, hd/2]: HF's
   // emb = cat(freqs, freqs) repeats them. One op instead of slices, a negation, a concat and broadcast mul/adds.
@@ -56,13 +57,12 @@ export function llamaDecoder(g: Graph, w: ModuleWeights, cfg: LlamaConfig, input
     const l = model.sub('layers').sub(i);
     const h = g.rmsNorm(x, l.param(g, 'input_layernorm.weight'), cfg.rmsNormEps);
     const q = splitHeads(g, rotaryFused(g, l.linear(g, h, 'self_attn.q_proj'), positionIds, cosCache, sinCache, heads), heads, hd);
-    const k = g.reshape(rotaryFused(g, l.linear(g, h, 'self_attn.k_proj'), positionIds, cosCache, sinCache, kvHeads), [0, 0, kvHeads, hd]);
-    const v = g.reshape(l.linear(g, h, 'self_attn.v_proj'), [0, 0, kvHeads, hd]);
+    const k = splitHeads(g, rotaryFused(g, l.linear(g, h, 'self_attn.k_proj'), positionIds, cosCache, sinCache, kvHeads), kvHeads, hd);
+    const v = splitHeads(g, l.linear(g, h, 'self_attn.v_proj'), kvHeads, hd);
     newKeys.push(k);
     newValues.push(v);
-    const keys = g.transpose(g.concat([pastKeys[i]!, k], 1), [0, 2, 1, 3]);
-    const values = g.transpose(g.concat([pastValues[i]!, v], 1), [0, 2, 1, 3]);
-    x = g.add(x, l.linear(g, mergeHeads(g, attention(g, q, keys, values, { causal: true }), heads, hd), 'self_attn.o_proj'));
+    const a = cachedAttention(g, q, k, v, pastKeys[i]!, pastValues[i]!, pastMask);
+    x = g.add(x, l.linear(g, mergeHeads(g, a, heads, hd), 'self_attn.o_proj'));
     const m = g.rmsNorm(x, l.param(g, 'post_attention_layernorm.weight'), cfg.rmsNormEps);
     x = g.add(x, l.linear(g, g.mul(g.silu(l.linear(g, m, 'mlp.gate_proj')), l.linear(g, m, 'mlp.up_proj')), 'mlp.down_proj'));
     layerOutputs.push(x);
