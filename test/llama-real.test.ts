@@ -36,6 +36,10 @@ describe('real weights: llama stories260K', () => {
     const maxDiff = (a: Float32Array, b: ArrayLike<number>): number => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
     assert.ok(maxDiff(full.logits, logits) < 1e-4, `logits differ by ${maxDiff(full.logits, logits)}`);
     assert.ok(maxDiff(full.hidden, hidden) < 1e-4, `final hidden differs by ${maxDiff(full.hidden, hidden)}`);
+    // Generation asks for the last position's logits only: the golden's last row.
+    const last = await llmForward(lm, lm.embedTokens(ids), ids.length, undefined, false, 'last');
+    assert.equal(last.logits.length, V);
+    assert.ok(maxDiff(last.logits, logits.subarray((ids.length - 1) * V)) < 1e-4);
     const argmax = Array.from({ length: ids.length }, (_, p) => { const r = full.logits.subarray(p * V, (p + 1) * V); return r.indexOf(Math.max(...r)); });
     assert.deepEqual(argmax, golden.prompt2.argmax);
     // 10-token prefill, then one token at a time through the KV cache.

@@ -136,7 +136,7 @@ export class ChatSession {
     const reuse = this.cache && common > 0 ? toSpliced(common) : 0;
     const past = reuse > 0 ? this.cache!.truncate(reuse) : undefined;
     const t1 = now();
-    const prefill = await llmForward(model.llm, spliced.embeds.subarray(reuse * H), spliced.length - reuse, past);
+    const prefill = await llmForward(model.llm, spliced.embeds.subarray(reuse * H), spliced.length - reuse, past, false, 'last');
     const t2 = now();
     let tokens: number[] = [], segHidden = new Float32Array(0), segIndexes: number[] = [];
     let stopped: SegmentResult['stopped'] = 'teacher_forced';

@@ -81,7 +81,7 @@ export async function generate(lm: LlamaCausalLM, prefill: LlmStep, promptLength
   const stepLogits: Float32Array[] = [];
   let cache = prefill.cache;
   let lastHidden = prefill.hidden.subarray((promptLength - 1) * h, promptLength * h);
-  let lastLogits = prefill.logits.subarray((promptLength - 1) * v, promptLength * v);
+  let lastLogits = prefill.logits.subarray((promptLength - 1 - prefill.logitsFrom) * v, (promptLength - prefill.logitsFrom) * v);
   let stopped: Generation['stopped'] = 'max_new_tokens';
   for (let i = 0; i < max; i++) {
     if (opts.keepStepLogits) stepLogits.push(new Float32Array(lastLogits));

@@ -57,7 +57,9 @@ export class KvCache {
 
 export interface LlmStep {
   hidden: Float32Array; // final-norm hidden states [S, H]
-  logits: Float32Array; // [S, V]
+  logits: Float32Array; // [S - logitsFrom, V]: every position's, or only the last one's
+  /** The position (within this call) of the first logits row: 0, or S − 1 with `logits: 'last'`. */
+  logitsFrom: number;
   /** Each decoder layer's output [S, H]; only with `debug`. */
   layers: Float32Array[];
   cache: KvCache;
@@ -69,7 +71,8 @@ export function emptyCache(lm: LlamaCausalLM): KvCache {
 }
 
 /** Runs the decoder on `seq` new embedding rows after the cached positions (positions cache.length …). */
-export async function llmForward(lm: LlamaCausalLM, embeds: Float32Array, seq: number, cache: KvCache = emptyCache(lm), debug = false): Promise<LlmStep> {
+export async function llmForward(lm: LlamaCausalLM, embeds: Float32Array, seq: number, cache: KvCache = emptyCache(lm), debug = false, logits: 'all' | 'last' = 'all'): Promise<LlmStep> {
+  const logitsFrom = logits === 'last' ? seq - 1 : 0;
   const c = lm.config;
   const s = await lm.sessionPromise(debug);
   const feeds: Record<string, HostTensor> = {
@@ -77,6 +80,7 @@ export async function llmForward(lm: LlamaCausalLM, embeds: Float32Array, seq: n
     position_ids: hostTensor('int64', [1, seq], BigInt64Array.from({ length: seq }, (_, i) => BigInt(cache.length + i))),
   };
   feeds.past_mask = cache.mask();
+  feeds.logit_rows = hostTensor('int64', [seq - logitsFrom], BigInt64Array.from({ length: seq - logitsFrom }, (_, i) => BigInt(logitsFrom + i)));
   for (let i = 0; i < c.numLayers; i++) {
     const kv = cache.feed(i);
     feeds[`past_key_${i}`] = kv.key;
@@ -88,6 +92,7 @@ export async function llmForward(lm: LlamaCausalLM, embeds: Float32Array, seq: n
   return {
     hidden: out.hidden!.data as Float32Array,
     logits: out.logits!.data as Float32Array,
+    logitsFrom,
     layers: debug ? Array.from({ length: c.numLayers }, (_, i) => out[`layer_${i}`]!.data as Float32Array) : [],
     cache: cache.append(newKeys, newValues, seq),
   };

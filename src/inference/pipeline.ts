@@ -80,7 +80,7 @@ export interface ChatRun {
  */
 export async function runChat(model: LisaModel, enc: ImageEncoding, question: string, opts: GenerateOptions = {}, debug = false): Promise<ChatRun> {
   const input = preparePrompt(model, enc, chatPrompt(question, model.config.mmUseImStartEnd));
-  const prefill = await llmForward(model.llm, input.embeds, input.length, undefined, debug);
+  const prefill = await llmForward(model.llm, input.embeds, input.length, undefined, debug, debug ? 'all' : 'last');
   const generation = await generate(model.llm, prefill, input.length, opts);
   const outputIds = [...input.ids, ...generation.tokens];
   const segPositions = segHiddenPositions(outputIds, model.segTokenIdx, imageRows(model));
@@ -164,7 +164,7 @@ export async function trainForward(model: LisaModel, enc: ImageEncoding, questio
  */
 export async function teacherForcedMasks(model: LisaModel, enc: ImageEncoding, userContent: string, answer = '[SEG].'): Promise<SegOutputs> {
   const input = preparePrompt(model, enc, llavaV1Prompt([{ role: 'USER', content: wrapImageTokens(userContent, model.config.mmUseImStartEnd) }, { role: 'ASSISTANT', content: answer }]));
-  const step = await llmForward(model.llm, input.embeds, input.length);
+  const step = await llmForward(model.llm, input.embeds, input.length, undefined, false, 'last');
   const positions = segHiddenPositions(input.ids, model.segTokenIdx, imageRows(model));
   return segmentFromHidden(model, enc, gatherRows(step.hidden, positions, model.config.llama.hiddenSize), positions.length);
 }
@@ -172,7 +172,7 @@ export async function teacherForcedMasks(model: LisaModel, enc: ImageEncoding, u
 /** The question through the chat template and greedy generation; the masks of the generated [SEG]s. */
 export async function generatedMasks(model: LisaModel, enc: ImageEncoding, userContent: string, opts: GenerateOptions = {}): Promise<{ tokens: number[]; seg: SegOutputs }> {
   const input = preparePrompt(model, enc, llavaV1Prompt([{ role: 'USER', content: wrapImageTokens(userContent, model.config.mmUseImStartEnd) }, { role: 'ASSISTANT', content: '' }]));
-  const prefill = await llmForward(model.llm, input.embeds, input.length);
+  const prefill = await llmForward(model.llm, input.embeds, input.length, undefined, false, 'last');
   const gen = await generate(model.llm, prefill, input.length, opts);
   const h = model.config.llama.hiddenSize;
   const idx = gen.tokens.flatMap((t, i) => (t === model.segTokenIdx ? [i] : []));

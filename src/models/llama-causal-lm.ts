@@ -12,7 +12,7 @@ import { ModuleWeights } from './module.js';
 
 /**
  * LlamaForCausalLM as one onnxruntime session with a KV cache (inputs_embeds, position_ids, past_key_i,
- * past_value_i, past_mask → hidden, logits, new_key_i, new_value_i [, layer_i]), plus the token embedding
+ * past_value_i, past_mask, logit_rows → hidden, logits, new_key_i, new_value_i [, layer_i]), plus the token embedding
  * lookup, which runs here: a row read is cheaper than a graph, and LLaVA splices image rows in anyway.
  */
 export class LlamaCausalLM {
@@ -34,7 +34,8 @@ export class LlamaCausalLM {
       pv.push(g.input(`past_value_${i}`, 'float32', [1, c.numKvHeads, 'capacity', hd]));
     }
     const mask = g.input('past_mask', 'float32', [1, 'capacity']);
-    const io = llamaDecoder(g, new ModuleWeights(this.ckpt, '', this.quant), c, embeds, pos, pk, pv, mask);
+    const rows = g.input('logit_rows', 'int64', ['rows']);
+    const io = llamaDecoder(g, new ModuleWeights(this.ckpt, '', this.quant), c, embeds, pos, pk, pv, mask, rows);
     g.output(io.hidden, 'hidden');
     g.output(io.logits, 'logits');
     io.newKeys.forEach((k, i) => g.output(k, `new_key_${i}`));

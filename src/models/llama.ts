@@ -23,7 +23,7 @@ export function rotaryTables(headDim: number, maxPos: number, base: number): { c
 
 export interface LlamaGraphIO {
   hidden: Value; // final-norm hidden states [B, S, H]
-  logits: Value; // [B, S, V]
+  logits: Value; // [B, R, V] for the R positions in `logitRows`
   /** This call's keys (after rotary) and values per layer, [B, kvHeads, S, headDim]: the cache grows by these. */
   newKeys: Value[];
   newValues: Value[];
@@ -38,7 +38,7 @@ export interface LlamaGraphIO {
  * cache lives with the caller, who appends them and feeds the buffers back as inputs (zero-copy).
  * The reference (LISA's generate) runs without a cache; with one, every position's values are the same.
  */
-export function llamaDecoder(g: Graph, w: ModuleWeights, cfg: LlamaConfig, inputsEmbeds: Value, positionIds: Value, pastKeys: Value[], pastValues: Value[], pastMask: Value): LlamaGraphIO {
+export function llamaDecoder(g: Graph, w: ModuleWeights, cfg: LlamaConfig, inputsEmbeds: Value, positionIds: Value, pastKeys: Value[], pastValues: Value[], pastMask: Value, logitRows: Value): LlamaGraphIO {
   const heads = cfg.numHeads, kvHeads = cfg.numKvHeads, hd = cfg.hiddenSize / heads;
   // onnxruntime's fused RotaryEmbedding (rotate_half layout) takes the half tables [maxPos, hd/2]: HF's
   // emb = cat(freqs, freqs) repeats them. One op instead of slices, a negation, a concat and broadcast mul/adds.
@@ -71,6 +71,9 @@ export function llamaDecoder(g: Graph, w: ModuleWeights, cfg: LlamaConfig, input
   // Tied embeddings: lm_head is embed_tokens when the checkpoint stores no separate head.
   // The head stays at 8 bits when the body is 4-bit: its errors land directly on the logits.
   const head = w.quant ? w.withQuant({ ...w.quant, bits: 8 }) : w;
-  const logits = w.has('lm_head.weight') || !cfg.tieWordEmbeddings ? head.linear(g, hidden, 'lm_head') : head.sub('model').linear(g, hidden, 'embed_tokens');
+  // lm_head only on the rows asked for: generation needs the last one (a 7B prompt's 320 rows of logits are
+  // 84 GFLOP and a 41 MB output), teacher forcing and dumps all of them.
+  const rows = g.gather(hidden, logitRows, 1);
+  const logits = w.has('lm_head.weight') || !cfg.tieWordEmbeddings ? head.linear(g, rows, 'lm_head') : head.sub('model').linear(g, rows, 'embed_tokens');
   return { hidden, logits, newKeys, newValues, layerOutputs };
 }
