@@ -42,6 +42,9 @@ const threads = Number(get('--threads') ?? cpus().length);
 const now = (): number => performance.now() / 1000;
 const gib = (): number => (process.resourceUsage().maxRSS * 1024) / 2 ** 30;
 const PROMPT = 320, STEPS = 16;
+/** The end-to-end question: a real photo (1800×1200) from the fixtures and a LISA-style query. */
+const E2E_IMAGE = join(import.meta.dirname, '..', '..', '..', 'shared', 'fixtures', 'lisa-tiny', 'golden', 'inputs', 'truck.jpg');
+const E2E_QUESTION = 'What is the object that can carry cargo in this image? Please output segmentation mask.';
 
 /** What the child for one component measures; returns its rows. */
 const components: Record<string, () => Promise<Row[]>> = {
@@ -93,7 +96,7 @@ const components: Record<string, () => Promise<Row[]>> = {
     ];
   },
   async e2e() {
-    const image = await decodeImage(join(import.meta.dirname, '..', '..', '..', 'shared', 'fixtures', 'lisa-tiny', 'golden', 'inputs', 'truck.jpg'));
+    const image = await decodeImage(E2E_IMAGE);
     const warm = Lisa.load(modelDir, { visionTower: clipDir, threads, precision: 'int4' });
     await warm.segment(image, 'warm up', { maxNewTokens: 1 }); // graphs built and weights converted once; not timed
     await warm.close();
@@ -101,9 +104,8 @@ const components: Record<string, () => Promise<Row[]>> = {
     let t = now();
     await lisa.segment({ width: 8, height: 8, data: new Uint8Array(192) }, 'hi', { maxNewTokens: 1 }); // sessions loaded
     const load = now() - t;
-    const q = 'What is the object that can carry cargo in this image? Please output segmentation mask.';
     t = now();
-    const first = await lisa.segment(image, q, { maxNewTokens: 10 });
+    const first = await lisa.segment(image, E2E_QUESTION, { maxNewTokens: 10 });
     const s1 = now() - t;
     t = now();
     const follow = await lisa.segment(image, 'And what is next to it?', { maxNewTokens: 10 });
@@ -118,9 +120,9 @@ const components: Record<string, () => Promise<Row[]>> = {
   /** What `lisa segment` does: one process, one image, the vision sessions closed before the LLM opens. */
   async oneshot() {
     const t = now();
-    const image = await decodeImage(join(import.meta.dirname, '..', '..', '..', 'shared', 'fixtures', 'lisa-tiny', 'golden', 'inputs', 'truck.jpg'));
+    const image = await decodeImage(E2E_IMAGE);
     const lisa = Lisa.load(modelDir, { visionTower: clipDir, threads, precision: 'int4', keepVisionSessions: false });
-    const r = await lisa.segment(image, 'What is the object that can carry cargo in this image? Please output segmentation mask.', { maxNewTokens: 10 });
+    const r = await lisa.segment(image, E2E_QUESTION, { maxNewTokens: 10 });
     await lisa.close();
     const s = now() - t;
     return [{ name: `e2e-${size()} one-shot`, seconds: s, baseline: 'official code, about 3 min (design.md)', baseline_seconds: 180, ratio: 180 / s, unit: 'tokens', value: r.tokens.length, limit: null, note: 'process start to answer, sessions opened from the cache' }];

@@ -78,9 +78,9 @@ export async function llmForward(lm: LlamaCausalLM, embeds: Float32Array, seq: n
   const feeds: Record<string, HostTensor> = {
     inputs_embeds: f32([1, seq, c.hiddenSize], embeds),
     position_ids: hostTensor('int64', [1, seq], BigInt64Array.from({ length: seq }, (_, i) => BigInt(cache.length + i))),
+    past_mask: cache.mask(),
+    logit_rows: hostTensor('int64', [seq - logitsFrom], BigInt64Array.from({ length: seq - logitsFrom }, (_, i) => BigInt(logitsFrom + i))),
   };
-  feeds.past_mask = cache.mask();
-  feeds.logit_rows = hostTensor('int64', [seq - logitsFrom], BigInt64Array.from({ length: seq - logitsFrom }, (_, i) => BigInt(logitsFrom + i)));
   for (let i = 0; i < c.numLayers; i++) {
     const kv = cache.feed(i);
     feeds[`past_key_${i}`] = kv.key;

