@@ -93,6 +93,9 @@ export class Graph {
     fresh: () => `d${this.nextSym++}`,
   };
 
+  /** The values of a constant int tensor (an initializer given as bytes), or null when it is computed. */
+  constIntsOf(v: Value): number[] | null { return this.ctx.constInts(v); }
+
   /** Appends any op with a schema in ops.ts; returns its outputs. */
   node(op: string, inputs: readonly (Value | null)[], attrs: Attrs = {}, domain = '', outputNames?: readonly string[], knownShapes?: readonly Shape[]): Value[] {
     const schema = getSchema(domain, op);
@@ -132,6 +135,9 @@ export class Graph {
   /** SiLU (LLaMA's act): x * sigmoid(x). */
   silu(x: Value): Value { return this.mul(x, this.sigmoid(x)); }
   softmax(x: Value, axis = -1): Value { return this.one('Softmax', [x], { axis: attr.i(axis) }); }
+  logSoftmax(x: Value, axis = -1): Value { return this.one('LogSoftmax', [x], { axis: attr.i(axis) }); }
+  abs(x: Value): Value { return this.one('Abs', [x]); }
+  log(x: Value): Value { return this.one('Log', [x]); }
   cast(x: Value, to: DType): Value { return this.one('Cast', [x], { to: attr.i(ONNX_DTYPE_CODE[to]) }); }
 
   // ---- linear algebra ----

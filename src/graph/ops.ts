@@ -16,8 +16,12 @@ export interface ShapeContext {
 
 export interface OutType { dtype: DType; shape: Shape }
 
-/** Builds the gradient nodes for one node: given d(loss)/d(outputs), returns d(loss)/d(inputs). */
-export type GradRule = (g: Graph, node: Node, outputGrads: readonly (Value | null)[]) => (Value | null)[];
+/**
+ * Builds the gradient nodes for one node: given d(loss)/d(outputs) (null where an output does not reach the
+ * loss), returns d(loss)/d(inputs) (null where none is wanted or defined). `wanted[i]` says whether input i
+ * needs a gradient, so a rule skips work for frozen weights (a MatMul with a frozen weight emits no dW).
+ */
+export type GradRule = (g: Graph, node: Node, outputGrads: readonly (Value | null)[], wanted: readonly boolean[]) => (Value | null)[];
 
 export interface OpSchema {
   readonly op: string;
@@ -25,7 +29,7 @@ export interface OpSchema {
   /** The opset version of `domain` the op is taken from. */
   readonly since: number;
   infer(inputs: readonly (Value | null)[], attrs: Attrs, ctx: ShapeContext): OutType[];
-  readonly grad?: GradRule;
+  grad?: GradRule;
 }
 
 export const ONNX_OPSET = 20;
@@ -40,6 +44,10 @@ export function getSchema(domain: string, op: string): OpSchema {
 }
 function define(op: string, infer: OpSchema['infer'], domain = '', since = ONNX_OPSET): void {
   schemas.set(schemaKey(domain, op), { op, domain, since, infer });
+}
+/** Attaches an op's reverse-mode rule (graph/gradients.ts holds them, one per op, beside these schemas). */
+export function defineGrad(domain: string, op: string, rule: GradRule): void {
+  getSchema(domain, op).grad = rule;
 }
 
 // ---- shape helpers -------------------------------------------------------------------------------------
@@ -92,7 +100,7 @@ for (const op of ['Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual']) 
   define(op, (ins) => [{ dtype: 'bool', shape: broadcastShapes(op, req(ins[0]!, op, 0).shape, req(ins[1]!, op, 1).shape) }]);
 }
 define('Where', (ins) => [{ dtype: req(ins[1]!, 'Where', 1).dtype, shape: broadcastShapes('Where', req(ins[0]!, 'Where', 0).shape, ins[1]!.shape, req(ins[2]!, 'Where', 2).shape) }]);
-for (const op of ['Relu', 'Sigmoid', 'Tanh', 'Erf', 'Exp', 'Log', 'Sqrt', 'Neg', 'Abs', 'Cos', 'Sin', 'Reciprocal', 'Identity', 'Not', 'Gelu', 'Softmax']) {
+for (const op of ['Relu', 'Sigmoid', 'Tanh', 'Erf', 'Exp', 'Log', 'Sqrt', 'Neg', 'Abs', 'Sign', 'Cos', 'Sin', 'Reciprocal', 'Identity', 'Not', 'Gelu', 'Softmax', 'LogSoftmax']) {
   define(op, (ins) => [{ dtype: req(ins[0]!, op, 0).dtype, shape: ins[0]!.shape }]);
 }
 define('QuickGelu', (ins) => [{ dtype: req(ins[0]!, 'QuickGelu', 0).dtype, shape: ins[0]!.shape }], MS_DOMAIN, 1);
@@ -207,6 +215,14 @@ define('Pad', (ins, _attrs, ctx) => {
   if (!pads) return [{ dtype: x.dtype, shape: x.shape.map(() => ctx.fresh()) }];
   const r = x.shape.length;
   return [{ dtype: x.dtype, shape: x.shape.map((d, i) => (typeof d === 'number' ? d + pads[i]! + pads[i + r]! : ctx.fresh())) }];
+});
+define('ScatterND', (ins) => [{ dtype: req(ins[0]!, 'ScatterND', 0).dtype, shape: ins[0]!.shape }]);
+define('Split', (ins, attrs, ctx) => {
+  const x = req(ins[0]!, 'Split', 0);
+  const a = normAxis(intAttr(attrs, 'axis', 0), x.shape.length, 'Split');
+  const sizes = ctx.constInts(ins[1] ?? null);
+  if (!sizes) throw new Error('Split: split sizes must be constant');
+  return sizes.map((n) => ({ dtype: x.dtype, shape: x.shape.map((d, i) => (i === a ? n : d)) }));
 });
 define('Shape', (ins) => [{ dtype: 'int64', shape: [req(ins[0]!, 'Shape', 0).shape.length] }]);
 define('Range', (ins, _attrs, ctx) => [{ dtype: req(ins[0]!, 'Range', 0).dtype, shape: [ctx.fresh()] }]);
