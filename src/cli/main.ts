@@ -7,6 +7,7 @@ import { registerEval } from './eval.js';
 import { formatInspect, inspectCheckpoint } from './inspect.js';
 import { registerSegment } from './segment.js';
 import { registerTokenize } from './tokenize.js';
+import { registerTrainStep } from './train-step.js';
 
 /** Exit codes: 0 success, 1 runtime error (bad file, bad model), 2 usage error. */
 export async function main(argv: readonly string[]): Promise<number> {
@@ -32,6 +33,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   registerConvert(program);
   registerTokenize(program);
   registerDump(program);
+  registerTrainStep(program);
 
   try {
     await program.parseAsync(argv as string[]);

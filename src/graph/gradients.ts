@@ -20,7 +20,7 @@ const inp = (n: Node, i: number): Value => {
   return v;
 };
 const norm = (axis: number, rank: number): number => (axis < 0 ? axis + rank : axis);
-const isNum = (d: Dim): d is number => typeof d === 'number';
+const isNum = (d: Dim | Value): d is number => typeof d === 'number';
 
 /** A scalar constant in `like`'s dtype (rules run in float32 or float64 graphs alike). */
 function k(g: Graph, value: number, like: Value): Value { return g.scalar(value, like.dtype); }
@@ -173,19 +173,33 @@ rule('Slice', (g, n, [gy]) => {
   const starts = ints(1), ends = ints(2);
   const axes = n.inputs[3] ? ints(3) : starts.map((_, i) => i);
   const steps = n.inputs[4] ? ints(4) : starts.map(() => 1);
-  const pads = new Array<number>(2 * rank).fill(0);
+  // Pad the gradient back with zeros: `start` before and `dim − end` after each sliced axis. A symbolic dim
+  // gets its "after" amount at run time (Pad takes its pads as a tensor).
+  const before = new Array<number>(rank).fill(0);
+  const after: (number | Value)[] = new Array<number | Value>(rank).fill(0);
   axes.forEach((ax, i) => {
     const a = norm(ax, rank), d = x.shape[a]!;
     if (steps[i] !== 1) throw new Error('Slice: gradient only for step 1');
-    if (!isNum(d)) throw new Error('Slice: gradient needs a static size along the sliced axis');
-    let s = starts[i]!, e = ends[i]!;
-    if (s < 0) s += d;
-    if (e < 0) e += d;
-    s = Math.min(Math.max(s, 0), d); e = Math.min(Math.max(e, s), d);
-    pads[a] = s;
-    pads[a + rank] = d - e;
+    let st = starts[i]!, e = ends[i]!;
+    if (isNum(d)) {
+      if (st < 0) st += d;
+      if (e < 0) e += d;
+      st = Math.min(Math.max(st, 0), d); e = Math.min(Math.max(e, st), d);
+      before[a] = st;
+      after[a] = d - e;
+      return;
+    }
+    if (st < 0 || e < 0) throw new Error('Slice: gradient needs non-negative starts/ends along a symbolic axis');
+    const dim = g.dimOf(x, a);
+    before[a] = st;
+    after[a] = g.sub(dim, g.node('Min', [g.ints([e]), dim])[0]!);
   });
-  return [pads.some((p) => p !== 0) ? g.pad(gy!, pads) : gy!, null, null, null, null];
+  if (after.every(isNum)) {
+    const pads = [...before, ...(after as number[])];
+    return [pads.some((p) => p !== 0) ? g.pad(gy!, pads) : gy!, null, null, null, null];
+  }
+  const padsT = g.concat([g.ints(before), ...after.map((v) => (isNum(v) ? g.ints([v]) : v))], 0);
+  return [g.node('Pad', [gy!, padsT, k(g, 0, gy!)], {}, '', undefined, [x.shape])[0]!, null, null, null, null];
 });
 rule('Pad', (g, n, [gy]) => {
   const x = inp(n, 0), rank = x.shape.length;
@@ -197,8 +211,14 @@ rule('Pad', (g, n, [gy]) => {
 rule('Concat', (g, n, [gy], w) => {
   const rank = inp(n, 0).shape.length, axis = norm(intAttr(n.attrs, 'axis', 0), rank);
   const sizes = n.inputs.map((v) => v!.shape[axis]!);
-  if (!sizes.every(isNum)) throw new Error('Concat: gradient needs static sizes along the concatenated axis');
-  const parts = n.inputs.length === 1 ? [gy!] : g.node('Split', [gy!, g.ints(sizes)], { axis: attr.i(axis) });
+  let parts: Value[];
+  if (n.inputs.length === 1) parts = [gy!];
+  else if (sizes.every(isNum)) parts = g.node('Split', [gy!, g.ints(sizes)], { axis: attr.i(axis) });
+  else {
+    // Sizes known only at run time: Split takes them as a tensor.
+    const splitSizes = g.concat(n.inputs.map((v) => g.dimOf(v!, axis)), 0);
+    parts = g.node('Split', [gy!, splitSizes], { axis: attr.i(axis) }, '', n.inputs.map((_, i) => `${gy!.name}_split${i}`), n.inputs.map((v) => v!.shape));
+  }
   return parts.map((p, i) => (w[i] ? p : null));
 });
 /**

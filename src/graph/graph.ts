@@ -100,7 +100,13 @@ export class Graph {
   node(op: string, inputs: readonly (Value | null)[], attrs: Attrs = {}, domain = '', outputNames?: readonly string[], knownShapes?: readonly Shape[]): Value[] {
     const schema = getSchema(domain, op);
     // knownShapes: what the caller knows better than the shape rule can (sizes only known at run time).
-    const types = schema.infer(inputs, attrs, this.ctx).map((t, i) => (knownShapes?.[i] ? { ...t, shape: knownShapes[i]! } : t));
+    const inferred = schema.infer(inputs, attrs, this.ctx);
+    // More known shapes than inferred outputs: an op whose output count is set at run time (Split).
+    const count = Math.max(inferred.length, knownShapes?.length ?? 0);
+    const types = Array.from({ length: count }, (_, i) => {
+      const t = inferred[i] ?? inferred[0]!;
+      return knownShapes?.[i] ? { ...t, shape: knownShapes[i]! } : t;
+    });
     const outputs = types.map((t, i) => this.value(t.dtype, t.shape, outputNames?.[i]));
     this.nodes.push({ op, domain, inputs, outputs, attrs });
     return outputs;

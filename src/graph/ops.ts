@@ -221,7 +221,8 @@ define('Split', (ins, attrs, ctx) => {
   const x = req(ins[0]!, 'Split', 0);
   const a = normAxis(intAttr(attrs, 'axis', 0), x.shape.length, 'Split');
   const sizes = ctx.constInts(ins[1] ?? null);
-  if (!sizes) throw new Error('Split: split sizes must be constant');
+  // Run-time sizes: the caller passes the output count and shapes (Graph.node's knownShapes).
+  if (!sizes) return [{ dtype: x.dtype, shape: x.shape.map(() => ctx.fresh()) }];
   return sizes.map((n) => ({ dtype: x.dtype, shape: x.shape.map((d, i) => (i === a ? n : d)) }));
 });
 define('Shape', (ins) => [{ dtype: 'int64', shape: [req(ins[0]!, 'Shape', 0).shape.length] }]);

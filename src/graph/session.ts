@@ -106,6 +106,8 @@ export class Engine {
       graphOptimizationLevel: 'all',
       enableCpuMemArena: opts.memoryArena ?? this.memoryArena,
       enableMemPattern: false,
+      // Warnings only about initializers the optimiser dropped (constants a gradient rule made and folded away).
+      logSeverityLevel: 3,
       ...(this.profilePrefix ? { enableProfiling: true, profileFilePrefix: this.profilePrefix } : {}),
       ...(this.prepack ? {} : { extra: { session: { disable_prepacking: '1' } } }),
       executionProviders: this.executionProviders,

@@ -15,6 +15,7 @@ import { LlamaCausalLM, llamaLinearParams } from './llama-causal-lm.js';
 import { ModuleWeights } from './module.js';
 import { inferSamEncoderConfig, samImageEncoder, type SamEncoderConfig } from './sam/image-encoder.js';
 import { SamMaskHead } from './sam/mask-head.js';
+import { textHiddenFcs } from './text-hidden-fcs.js';
 
 /** How the LLM's linear layers run: float32, or block-quantised MatMulNBits; auto = int4 above 1B parameters. */
 export type Precision = 'auto' | 'fp32' | 'int8' | 'int4';
@@ -255,7 +256,7 @@ export class LisaModel {
     const g = new Graph('text_hidden_fcs');
     const w = new ModuleWeights(this.ckpt, 'model.text_hidden_fcs.0');
     const x = g.input('hidden', 'float32', ['n', this.config.llama.hiddenSize]);
-    g.output(w.linear(g, g.relu(w.linear(g, x, '0')), '2'), 'pred_embeddings');
+    g.output(textHiddenFcs(g, w, x), 'pred_embeddings');
     return g;
   }
 

@@ -30,6 +30,77 @@ export interface LlamaGraphIO {
   layerOutputs: Value[];
 }
 
+/** Self-attention over this call's queries/keys/values [B, heads, S, hd] (a KV cache or the whole sequence). */
+export type SelfAttention = (q: Value, k: Value, v: Value, layer: number) => Value;
+
+export interface LlamaModelIO {
+  hidden: Value; // final-norm hidden states [B, S, H]
+  /** Each layer's keys (after rotary) and values, [B, kvHeads, S, headDim]. */
+  keys: Value[];
+  values: Value[];
+  layerOutputs: Value[];
+}
+
+/** The rotary caches [maxPos, hd/2] for onnxruntime's fused RotaryEmbedding (rotate_half layout). */
+function rotaryCaches(g: Graph, cfg: LlamaConfig): { cos: Value; sin: Value } {
+  const hd = cfg.hiddenSize / cfg.numHeads;
+  // HF's emb = cat(freqs, freqs) repeats the half tables: one fused op instead of slices, a negation, a concat
+  // and broadcast mul/adds.
+  const tables = rotaryTables(hd, cfg.maxPositionEmbeddings, cfg.ropeTheta);
+  const half = (t: Float32Array): Float32Array => {
+    const out = new Float32Array(cfg.maxPositionEmbeddings * (hd / 2));
+    for (let p = 0; p < cfg.maxPositionEmbeddings; p++) out.set(t.subarray(p * hd, p * hd + hd / 2), p * (hd / 2));
+    return out;
+  };
+  return {
+    cos: g.constant('float32', [cfg.maxPositionEmbeddings, hd / 2], half(tables.cos), 'rotary_cos'),
+    sin: g.constant('float32', [cfg.maxPositionEmbeddings, hd / 2], half(tables.sin), 'rotary_sin'),
+  };
+}
+
+/**
+ * HF LlamaModel (transformers 4.31) over `inputsEmbeds` [B, S, H] at `positionIds` [B, S] int64: decoder layers
+ * (RMSNorm, rotary q/k, `attend`, SwiGLU MLP) and the final norm. Inference attends over a KV cache
+ * (llamaDecoder), training over the whole padded batch (train/model-forward.ts): one layer definition for both.
+ */
+export function llamaModel(g: Graph, w: ModuleWeights, cfg: LlamaConfig, inputsEmbeds: Value, positionIds: Value, attend: SelfAttention): LlamaModelIO {
+  const heads = cfg.numHeads, kvHeads = cfg.numKvHeads, hd = cfg.hiddenSize / heads;
+  const rot = rotaryCaches(g, cfg);
+  const model = w.sub('model');
+  let x = inputsEmbeds;
+  const keys: Value[] = [], values: Value[] = [], layerOutputs: Value[] = [];
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const l = model.sub('layers').sub(i);
+    const h = g.rmsNorm(x, l.param(g, 'input_layernorm.weight'), cfg.rmsNormEps);
+    const q = splitHeads(g, rotaryFused(g, l.linear(g, h, 'self_attn.q_proj'), positionIds, rot.cos, rot.sin, heads), heads, hd);
+    const k = splitHeads(g, rotaryFused(g, l.linear(g, h, 'self_attn.k_proj'), positionIds, rot.cos, rot.sin, kvHeads), kvHeads, hd);
+    const v = splitHeads(g, l.linear(g, h, 'self_attn.v_proj'), kvHeads, hd);
+    keys.push(k);
+    values.push(v);
+    x = g.add(x, l.linear(g, mergeHeads(g, attend(q, k, v, i), heads, hd), 'self_attn.o_proj'));
+    const m = g.rmsNorm(x, l.param(g, 'post_attention_layernorm.weight'), cfg.rmsNormEps);
+    x = g.add(x, l.linear(g, g.mul(g.silu(l.linear(g, m, 'mlp.gate_proj')), l.linear(g, m, 'mlp.up_proj')), 'mlp.down_proj'));
+    layerOutputs.push(x);
+  }
+  return { hidden: g.rmsNorm(x, model.param(g, 'norm.weight'), cfg.rmsNormEps), keys, values, layerOutputs };
+}
+
+/** lm_head on hidden rows [.., H] → logits [.., V]; tied to embed_tokens when the checkpoint has no head. */
+export function lmHead(g: Graph, w: ModuleWeights, cfg: LlamaConfig, rows: Value): Value {
+  // The head stays at 8 bits when the body is 4-bit: its errors land directly on the logits.
+  const head = w.quant ? w.withQuant({ ...w.quant, bits: 8 }) : w;
+  return w.has('lm_head.weight') || !cfg.tieWordEmbeddings ? head.linear(g, rows, 'lm_head') : head.sub('model').linear(g, rows, 'embed_tokens');
+}
+
+export interface LlamaGraphIO {
+  hidden: Value; // final-norm hidden states [B, S, H]
+  logits: Value; // [B, R, V] for the R positions in `logitRows`
+  /** This call's keys (after rotary) and values per layer, [B, kvHeads, S, headDim]: the cache grows by these. */
+  newKeys: Value[];
+  newValues: Value[];
+  layerOutputs: Value[];
+}
+
 /**
  * LlamaModel + lm_head over `inputsEmbeds` [B, S, H] with a KV cache: `pastKeys[i]`/`pastValues[i]` are
  * [B, kvHeads, C, headDim] head-major buffers of capacity C ≥ 1, of which the slots where `pastMask` [1, C]
@@ -39,41 +110,9 @@ export interface LlamaGraphIO {
  * The reference (LISA's generate) runs without a cache; with one, every position's values are the same.
  */
 export function llamaDecoder(g: Graph, w: ModuleWeights, cfg: LlamaConfig, inputsEmbeds: Value, positionIds: Value, pastKeys: Value[], pastValues: Value[], pastMask: Value, logitRows: Value): LlamaGraphIO {
-  const heads = cfg.numHeads, kvHeads = cfg.numKvHeads, hd = cfg.hiddenSize / heads;
-  // onnxruntime's fused RotaryEmbedding (rotate_half layout) takes the half tables [maxPos, hd/2]: HF's
-  // emb = cat(freqs, freqs) repeats them. One op instead of slices, a negation, a concat and broadcast mul/adds.
-  const tables = rotaryTables(hd, cfg.maxPositionEmbeddings, cfg.ropeTheta);
-  const half = (t: Float32Array): Float32Array => {
-    const out = new Float32Array(cfg.maxPositionEmbeddings * (hd / 2));
-    for (let p = 0; p < cfg.maxPositionEmbeddings; p++) out.set(t.subarray(p * hd, p * hd + hd / 2), p * (hd / 2));
-    return out;
-  };
-  const cosCache = g.constant('float32', [cfg.maxPositionEmbeddings, hd / 2], half(tables.cos), 'rotary_cos');
-  const sinCache = g.constant('float32', [cfg.maxPositionEmbeddings, hd / 2], half(tables.sin), 'rotary_sin');
-  const model = w.sub('model');
-  let x = inputsEmbeds;
-  const newKeys: Value[] = [], newValues: Value[] = [], layerOutputs: Value[] = [];
-  for (let i = 0; i < cfg.numLayers; i++) {
-    const l = model.sub('layers').sub(i);
-    const h = g.rmsNorm(x, l.param(g, 'input_layernorm.weight'), cfg.rmsNormEps);
-    const q = splitHeads(g, rotaryFused(g, l.linear(g, h, 'self_attn.q_proj'), positionIds, cosCache, sinCache, heads), heads, hd);
-    const k = splitHeads(g, rotaryFused(g, l.linear(g, h, 'self_attn.k_proj'), positionIds, cosCache, sinCache, kvHeads), kvHeads, hd);
-    const v = splitHeads(g, l.linear(g, h, 'self_attn.v_proj'), kvHeads, hd);
-    newKeys.push(k);
-    newValues.push(v);
-    const a = cachedAttention(g, q, k, v, pastKeys[i]!, pastValues[i]!, pastMask);
-    x = g.add(x, l.linear(g, mergeHeads(g, a, heads, hd), 'self_attn.o_proj'));
-    const m = g.rmsNorm(x, l.param(g, 'post_attention_layernorm.weight'), cfg.rmsNormEps);
-    x = g.add(x, l.linear(g, g.mul(g.silu(l.linear(g, m, 'mlp.gate_proj')), l.linear(g, m, 'mlp.up_proj')), 'mlp.down_proj'));
-    layerOutputs.push(x);
-  }
-  const hidden = g.rmsNorm(x, model.param(g, 'norm.weight'), cfg.rmsNormEps);
-  // Tied embeddings: lm_head is embed_tokens when the checkpoint stores no separate head.
-  // The head stays at 8 bits when the body is 4-bit: its errors land directly on the logits.
-  const head = w.quant ? w.withQuant({ ...w.quant, bits: 8 }) : w;
+  const io = llamaModel(g, w, cfg, inputsEmbeds, positionIds, (q, k, v, i) => cachedAttention(g, q, k, v, pastKeys[i]!, pastValues[i]!, pastMask));
   // lm_head only on the rows asked for: generation needs the last one (a 7B prompt's 320 rows of logits are
   // 84 GFLOP and a 41 MB output), teacher forcing and dumps all of them.
-  const rows = g.gather(hidden, logitRows, 1);
-  const logits = w.has('lm_head.weight') || !cfg.tieWordEmbeddings ? head.linear(g, rows, 'lm_head') : head.sub('model').linear(g, rows, 'embed_tokens');
-  return { hidden, logits, newKeys, newValues, layerOutputs };
+  const logits = lmHead(g, w, cfg, g.gather(io.hidden, logitRows, 1));
+  return { hidden: io.hidden, logits, newKeys: io.keys, newValues: io.values, layerOutputs: io.layerOutputs };
 }
