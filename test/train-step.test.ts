@@ -153,3 +153,34 @@ for (const variant of ['nodrop', 'peftinit_nodrop']) {
     });
   });
 }
+
+describe('training the tiny checkpoint on the fixture batch', () => {
+  it('the loss falls over a few AdamW steps with clipping, and a rebuilt graph reuses the cached session', async () => {
+    const model = LisaModel.load(CKPT, { visionTower: join(CKPT, 'clip-vit-tiny-patch14'), cacheDir: cache.path, precision: 'fp32', threads: 2 });
+    const { TrainingSet, LISA_TRAIN_SPEC } = await import('../src/train/params.js');
+    const { GradientEngine } = await import('../src/train/step.js');
+    const { AdamW, clipGradNorm } = await import('../src/train/optim.js');
+    const { readFixtureBatch } = await import('../src/train/fixture-step.js');
+    try {
+      const set = new TrainingSet(model.ckpt, LISA_TRAIN_SPEC);
+      set.dropoutActive = false;
+      for (const p of set.list()) if (p.name.includes('.lora_')) p.value.set(f32(join(FIX, 'nodrop', 'before', `${p.name}.npy`)));
+      const batch = await readFixtureBatch(model, FIX, JSON.parse(readFileSync(join(FIX, 'manifest.json'), 'utf8')));
+      const engine = new GradientEngine(model, set);
+      const adam = new AdamW({ lr: 5e-3, betas: [0.9, 0.95], eps: 1e-8, weightDecay: 0 });
+      const losses: number[] = [];
+      for (let step = 0; step < 8; step++) {
+        const { losses: l, grads } = await engine.compute(batch);
+        losses.push(l.loss);
+        clipGradNorm([...grads.values()].filter((g): g is Float32Array => g !== null), 1.0);
+        adam.step(set.list(), grads);
+      }
+      await engine.release();
+      assert.ok(Math.abs(losses[0]! - manifest.variants.nodrop!.losses.loss!.value) < 1e-4, `first loss ${losses[0]}`);
+      assert.ok(losses[7]! < 0.8 * losses[0]!, `loss did not fall: ${losses.map((x) => x.toFixed(3)).join(' → ')}`);
+    } finally {
+      await model.release();
+      model.close();
+    }
+  });
+});

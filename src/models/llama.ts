@@ -21,15 +21,6 @@ export function rotaryTables(headDim: number, maxPos: number, base: number): { c
   return { cos, sin };
 }
 
-export interface LlamaGraphIO {
-  hidden: Value; // final-norm hidden states [B, S, H]
-  logits: Value; // [B, R, V] for the R positions in `logitRows`
-  /** This call's keys (after rotary) and values per layer, [B, kvHeads, S, headDim]: the cache grows by these. */
-  newKeys: Value[];
-  newValues: Value[];
-  layerOutputs: Value[];
-}
-
 /** Self-attention over this call's queries/keys/values [B, heads, S, hd] (a KV cache or the whole sequence). */
 export type SelfAttention = (q: Value, k: Value, v: Value, layer: number) => Value;
 

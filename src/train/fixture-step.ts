@@ -7,7 +7,7 @@ import { readNpy, writeNpy } from '../io/npy.js';
 import type { LisaModel } from '../models/lisa.js';
 import { loraDelta } from './lora.js';
 import { type TrainBatch, type TrainImage } from './model-forward.js';
-import { adamwStep, clipGradNorm, LISA_ADAMW, newAdamState, type AdamWOptions } from './optim.js';
+import { AdamW, clipGradNorm, LISA_ADAMW, type AdamWOptions } from './optim.js';
 import { LISA_TRAIN_SPEC, TrainingSet, type TrainSpec } from './params.js';
 import { GradientEngine, type LossName } from './step.js';
 
@@ -90,11 +90,12 @@ export async function runFixtureStep(model: LisaModel, fixtureDir: string, varia
     const withGrad = set.list().filter((p) => grads.get(p.name));
     const clip = clipGradNorm(withGrad.map((p) => grads.get(p.name)!), v.clip?.max_norm ?? 1.0);
     const o: AdamWOptions = v.optimizer ? { lr: v.optimizer.lr, betas: v.optimizer.betas, eps: v.optimizer.eps, weightDecay: v.optimizer.weight_decay } : LISA_ADAMW;
-    for (const p of withGrad) {
-      const state = newAdamState(p.value.length);
-      adamwStep(p.value, grads.get(p.name)!, state, o);
-      write('optim_state', `${p.name}.exp_avg`, p.shape, state.expAvg);
-      write('optim_state', `${p.name}.exp_avg_sq`, p.shape, state.expAvgSq);
+    const adam = new AdamW(o);
+    adam.step(set.list(), grads);
+    for (const [name, state] of adam.states) {
+      const p = set.params.get(name)!;
+      write('optim_state', `${name}.exp_avg`, p.shape, state.expAvg);
+      write('optim_state', `${name}.exp_avg_sq`, p.shape, state.expAvgSq);
     }
     for (const p of set.list()) write('after', p.name, p.shape, p.value);
     for (const module of set.loraModules) {

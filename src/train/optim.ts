@@ -69,3 +69,19 @@ export function getLr(s: WarmupDecayLR, it: number): number {
 export function lrForStep(s: WarmupDecayLR, step: number, optimizerLr: number): number {
   return step === 0 ? optimizerLr : getLr(s, step - 1);
 }
+
+/** AdamW over named tensors, keeping each one's moments between steps (torch skips tensors without a gradient). */
+export class AdamW {
+  readonly states = new Map<string, AdamState>();
+  constructor(readonly options: AdamWOptions = LISA_ADAMW) {}
+
+  step(params: Iterable<{ name: string; value: Float32Array }>, grads: ReadonlyMap<string, Float32Array | null>, lr = this.options.lr): void {
+    for (const p of params) {
+      const gr = grads.get(p.name);
+      if (!gr) continue;
+      let s = this.states.get(p.name);
+      if (!s) { s = newAdamState(p.value.length); this.states.set(p.name, s); }
+      adamwStep(p.value, gr, s, this.options, lr);
+    }
+  }
+}
