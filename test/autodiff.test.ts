@@ -5,6 +5,7 @@ import { Graph } from '../src/graph/graph.js';
 import { attr, type Value } from '../src/graph/ir.js';
 import { attention } from '../src/graph/nn.js';
 import { MS_DOMAIN } from '../src/graph/ops.js';
+import { quantizeBlockwise } from '../src/graph/quantize.js';
 import { Engine, type EngineSession } from '../src/graph/session.js';
 import { hostTensor, type HostTensor } from '../src/graph/tensor.js';
 import type { DType } from '../src/io/dtype.js';
@@ -150,6 +151,16 @@ describe('gradient rules vs finite differences (float32 ops)', () => {
   });
   it('ConvTranspose, kernel = stride 2 (input, weight, bias)', async () => {
     await check('convtranspose', [{ shape: [2, 3, 2, 3] }, { shape: [3, 4, 2, 2] }, { shape: [4] }], (g, [x, w, b]) => g.convTranspose(x!, w!, b!, { strides: [2, 2] }), 'float32');
+  });
+  it('MatMulNBits (frozen int4 and int8 bases): the input gradient through the dequantised weight', async () => {
+    for (const spec of [{ bits: 4, blockSize: 32, accuracyLevel: 4 }, { bits: 8, blockSize: 16, accuracyLevel: 4 }] as const) {
+      const n = 6, kk = spec.bits === 4 ? 64 : 40;
+      const { codes, scales } = quantizeBlockwise(randn(n * kk, seed++), n, kk, spec);
+      const blocks = Math.ceil(kk / spec.blockSize);
+      await check(`matmulnbits-${spec.bits}`, [{ shape: [2, 3, kk] }], (g, [x]) => g.node('MatMulNBits', [x!, g.constant('uint8', [n, blocks, (spec.blockSize * spec.bits) / 8], codes), g.constant('float32', [n * blocks], scales)], {
+        K: attr.i(kk), N: attr.i(n), bits: attr.i(spec.bits), block_size: attr.i(spec.blockSize), accuracy_level: attr.i(0),
+      }, MS_DOMAIN)[0]!, 'float32');
+    }
   });
   it('attention with a causal mask and a padding bias', async () => {
     const pad = Float32Array.from([0, 0, 0, -3.4028234663852886e38, 0, 0, 0, 0]);

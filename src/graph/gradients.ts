@@ -151,6 +151,31 @@ rule('MatMul', (g, n, [gy], w) => {
   return [ga, gb];
 });
 
+/**
+ * MatMulNBits (Y = A·Wᵀ, W block-quantised [N, K]) as a frozen base: only dA = dY·W, with W dequantised
+ * in the graph from the packed codes and scales (codes − 2^(bits−1)) · scale. The fp32 copy exists one layer
+ * at a time while the backward runs, never as a second resident copy of the model.
+ */
+rule('MatMulNBits', (g, n, [gy], w) => {
+  if (w[1] || w[2]) throw new Error('MatMulNBits: the quantised weight is frozen (no gradient for codes or scales)');
+  if (n.inputs[3]) throw new Error('MatMulNBits: gradient only for the default zero point');
+  const codes = inp(n, 1), scales = inp(n, 2);
+  const kk = intAttr(n.attrs, 'K', 0), nn = intAttr(n.attrs, 'N', 0), bits = intAttr(n.attrs, 'bits', 4), bs = intAttr(n.attrs, 'block_size', 32);
+  const blocks = Math.ceil(kk / bs);
+  let q: Value;
+  if (bits === 8) q = codes;
+  else if (bits === 4) {
+    // Two codes per byte, low nibble first along K.
+    const lo = g.node('BitwiseAnd', [codes, g.constant('uint8', [], [15])])[0]!;
+    const hi = g.node('BitShift', [codes, g.constant('uint8', [], [4])], { direction: attr.s('RIGHT') })[0]!;
+    q = g.concat([g.unsqueeze(lo, [3]), g.unsqueeze(hi, [3])], 3);
+  } else throw new Error(`MatMulNBits: gradient for ${bits}-bit codes is not written`);
+  const centred = g.sub(g.cast(g.reshape(q, [nn, blocks, bs]), gy!.dtype), k(g, 2 ** (bits - 1), gy!));
+  let wt = g.reshape(g.mul(centred, g.reshape(scales, [nn, blocks, 1])), [nn, blocks * bs]);
+  if (blocks * bs !== kk) wt = g.slice(wt, [0], [kk], [1]);
+  return [g.matmul(gy!, wt), null, null];
+}, MS_DOMAIN);
+
 // ---- shape manipulation --------------------------------------------------------------------------------
 
 for (const op of ['Reshape', 'Unsqueeze', 'Squeeze']) rule(op, (g, n, [gy]) => [reshapeLike(g, gy!, inp(n, 0))]);
