@@ -115,7 +115,7 @@ export function prepareBatch(model: LisaModel, batch: TrainBatch, imageRows: num
     ce_targets: hostTensor('int64', [ceTargets.length], BigInt64Array.from(ceTargets, BigInt)),
     seg_rows: hostTensor('int64', [segRows.length], BigInt64Array.from(segRows, BigInt)),
     mask_image: hostTensor('int64', [maskImage.length], BigInt64Array.from(maskImage, BigInt)),
-    image_embeddings: f32([nImg, ...samEmbeddingShape(batch.images[0]!)], concat(batch.images.map((im) => im.samEmbeddings))),
+    image_embeddings: f32([nImg, ...samEmbeddingShape(model, batch.images[0]!)], concat(batch.images.map((im) => im.samEmbeddings))),
   };
   batch.images.forEach((im, i) => {
     if (im.numMasks) feeds[`gt_masks_${i}`] = f32([im.numMasks, ...im.originalSize], Float32Array.from(im.gtMasks));
@@ -127,9 +127,10 @@ export function prepareBatch(model: LisaModel, batch: TrainBatch, imageRows: num
   return { feeds, tokenIds, signature: JSON.stringify(structure), structure };
 }
 
-function samEmbeddingShape(im: TrainImage): [number, number, number] {
-  const side = Math.round(Math.sqrt(im.samEmbeddings.length / 256));
-  return [256, side, side];
+function samEmbeddingShape(model: LisaModel, im: TrainImage): [number, number, number] {
+  const c = model.sam.promptEncoder.embedDim, grid = model.samConfig.imgSize / model.samConfig.patchSize;
+  if (im.samEmbeddings.length !== c * grid * grid) throw new LisaError(`training batch: SAM image embeddings have ${im.samEmbeddings.length} values, expected ${c}×${grid}×${grid}`);
+  return [c, grid, grid];
 }
 function concat(parts: readonly Float32Array[]): Float32Array {
   const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
@@ -161,7 +162,8 @@ export function buildTrainForward(model: LisaModel, set: TrainingSet, s: BatchSt
   const totalMasks = s.images.reduce((n, im) => n + im.numMasks, 0);
   const segRows = g.input('seg_rows', 'int64', [totalMasks]);
   const maskImage = g.input('mask_image', 'int64', [totalMasks]);
-  const imageEmbeddings = g.input('image_embeddings', 'float32', [s.images.length, 256, grid, grid]);
+  const c = model.sam.promptEncoder.embedDim;
+  const imageEmbeddings = g.input('image_embeddings', 'float32', [s.images.length, c, grid, grid]);
 
   const table = g.concat([embedRows, g.reshape(imageFeatures, [-1, h]), g.constant('float32', [1, h], new Float32Array(h))], 0);
   const embeds = g.gather(table, spliceIndex, 0); // [C, S, H]
@@ -175,7 +177,7 @@ export function buildTrainForward(model: LisaModel, set: TrainingSet, s: BatchSt
   if (totalMasks > 0) {
     predEmbeddings = textHiddenFcs(g, w.sub('model').sub('text_hidden_fcs').sub(0), g.gather(hiddenFlat, segRows, 0));
     const vm = w.sub('model').sub('visual_model');
-    const pe = g.constant('float32', [1, 256, grid, grid], model.imagePe(), 'image_pe');
+    const pe = g.constant('float32', [1, c, grid, grid], model.imagePe(), 'image_pe');
     const { masks } = samMaskDecoder(g, vm.sub('mask_decoder'), g.gather(imageEmbeddings, maskImage, 0), pe, g.unsqueeze(predEmbeddings, [1]), vm.sub('prompt_encoder').param(g, 'no_mask_embed.weight'));
     lowResMasks = g.slice(masks, [0], [1], [1]); // multimask_output=False: mask token 0
     let first = 0;
