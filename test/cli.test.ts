@@ -42,3 +42,26 @@ describe('lisa inspect', () => {
     assert.equal(lisa('--help').code, 0);
   });
 });
+
+describe('lisa train-step', () => {
+  const ckpt = join(FIXTURES, 'lisa-tiny', 'checkpoint');
+  it('runs the official step and prints its losses', () => {
+    using d = tempDir();
+    const r = lisa('train-step', '--model', ckpt, '--vision-tower', join(ckpt, 'clip-vit-tiny-patch14'), '--fixture', join(FIXTURES, 'train-step'), '--variant', 'nodrop', '--out', join(d.path, 'out'), '--cache-dir', join(d.path, 'cache'));
+    assert.equal(r.code, 0, r.stderr);
+    const m = /^loss ([\d.]+) \(ce ([\d.]+), bce ([\d.]+), dice ([\d.]+)\); grad norm ([\d.]+)/.exec(r.stdout);
+    assert.ok(m, r.stdout);
+    // The official step's values (fixtures/train-step/manifest.json).
+    [12.090801, 10.353586, 1.308278, 0.428937, 10.052935].forEach((ref, i) => assert.ok(Math.abs(Number(m[i + 1]) - ref) <= 2e-5 * ref, `${m[i + 1]} vs ${ref}`));
+  });
+  it('a folder that is not a fixture, or an unknown variant, gives one line and exit code 1', () => {
+    using d = tempDir();
+    const base = ['train-step', '--model', ckpt, '--vision-tower', join(ckpt, 'clip-vit-tiny-patch14'), '--out', join(d.path, 'out'), '--cache-dir', join(d.path, 'cache')];
+    const a = lisa(...base, '--fixture', d.path, '--variant', 'nodrop');
+    assert.equal(a.code, 1);
+    assert.match(a.stderr, /^lisa: .*: no manifest\.json \(expected a folder laid out like fixtures\/train-step\)\n$/);
+    const b = lisa(...base, '--fixture', join(FIXTURES, 'train-step'), '--variant', 'other');
+    assert.equal(b.code, 1);
+    assert.match(b.stderr, /^lisa: .*manifest\.json: no variant "other" \(has nodrop, drop, peftinit_nodrop\)\n$/);
+  });
+});
