@@ -64,7 +64,8 @@ export async function runFixtureStep(model: LisaModel, fixtureDir: string, varia
   const v = m.variants?.[variant];
   if (!v) throw new LisaError(`${fixtureDir}/manifest.json: no variant "${variant}" (has ${Object.keys(m.variants ?? {}).join(', ') || 'none'})`);
   const lc = m.train_ds?.lora_config;
-  const spec: TrainSpec = lc ? { ...LISA_TRAIN_SPEC, lora: { r: lc.r, alpha: lc.lora_alpha, dropout: lc.lora_dropout, targets: (lc.lora_target_modules_arg ?? 'q_proj,v_proj').split(',') } } : LISA_TRAIN_SPEC;
+  const targets = (lc?.lora_target_modules_arg ?? 'q_proj,v_proj').split(',');
+  const spec: TrainSpec = lc ? { ...LISA_TRAIN_SPEC, lora: { r: lc.r, alpha: lc.lora_alpha, dropout: lc.lora_dropout, targets } } : LISA_TRAIN_SPEC;
   const set = new TrainingSet(model.ckpt, spec);
   set.dropoutActive = v.lora_dropout_active === true;
   // LoRA's initial A/B (peft draws them from torch's RNG: taken from the fixture, as `before/` records them).
@@ -128,7 +129,10 @@ export async function readFixtureBatch(model: LisaModel, dir: string, m: Manifes
     const gt = npy(join(b, `gt_masks_${i}.npy`));
     const [n, hh, ww] = gt.shape as [number, number, number];
     if (hh !== enc.originalSize[0] || ww !== enc.originalSize[1]) throw new LisaError(`batch/gt_masks_${i}.npy is ${hh}x${ww} but ${file} is ${enc.originalSize[0]}x${enc.originalSize[1]}`);
-    images.push({ projected: enc.projected, samEmbeddings: enc.samEmbeddings.data as Float32Array, resize: enc.resize, originalSize: enc.originalSize, gtMasks: Uint8Array.from(gt.data as ArrayLike<number>), numMasks: n });
+    images.push({
+      projected: enc.projected, samEmbeddings: enc.samEmbeddings.data as Float32Array, resize: enc.resize, originalSize: enc.originalSize,
+      gtMasks: Uint8Array.from(gt.data as ArrayLike<number>), numMasks: n,
+    });
   }
   return { inputIds, labels, attentionMask, offset, images };
 }

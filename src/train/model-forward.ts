@@ -61,7 +61,9 @@ export interface BatchStructure {
 export function prepareBatch(model: LisaModel, batch: TrainBatch, imageRows: number): PreparedBatch {
   const h = model.config.llama.hiddenSize, seg = model.segTokenIdx;
   const nConv = batch.inputIds.length, nImg = batch.images.length;
-  if (batch.offset.length !== nImg + 1 || batch.offset[0] !== 0 || batch.offset[nImg] !== nConv) throw new LisaError(`training batch: offset ${JSON.stringify(batch.offset)} does not split ${nConv} conversations over ${nImg} images`);
+  if (batch.offset.length !== nImg + 1 || batch.offset[0] !== 0 || batch.offset[nImg] !== nConv) {
+    throw new LisaError(`training batch: offset ${JSON.stringify(batch.offset)} does not split ${nConv} conversations over ${nImg} images`);
+  }
   const imageOf = (c: number): number => batch.offset.findIndex((o, i) => i < nImg && c >= o && c < batch.offset[i + 1]!);
   const unique = new Map<number, number>();
   const spliced: { rows: number[]; labels: number[]; mask: number[] }[] = [];
