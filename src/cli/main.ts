@@ -8,6 +8,8 @@ import { formatInspect, inspectCheckpoint } from './inspect.js';
 import { registerSegment } from './segment.js';
 import { registerTokenize } from './tokenize.js';
 import { registerTrainStep } from './train-step.js';
+import { registerTrain } from './train.js';
+import { registerMerge } from './merge.js';
 
 /** Exit codes: 0 success, 1 runtime error (bad file, bad model), 2 usage error. */
 export async function main(argv: readonly string[]): Promise<number> {
@@ -34,6 +36,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   registerTokenize(program);
   registerDump(program);
   registerTrainStep(program);
+  registerTrain(program);
+  registerMerge(program);
 
   try {
     await program.parseAsync(argv as string[]);

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { LisaError } from '../errors.js';
 import { decodeImage } from '../image/decode.js';
-import { listReasonSeg, rasterizeShapes, readReasonSegJson } from './reasonseg.js';
+import { listReasonSeg, rasterizeShapes, readReasonSegJson, type ReasonSegAnnotation } from './reasonseg.js';
 import { loadRefer, referAnnotations, referMask, REFER_SPLITS } from './refer.js';
 
 export const DATASETS = ['reasonseg', ...Object.keys(REFER_SPLITS)] as const;
@@ -32,6 +32,11 @@ export function validationPrompt(q: Pick<EvalQuery, 'text' | 'isSentence'>): str
     : `<image>\n What is ${q.text} in this image? Please output segmentation mask.`;
 }
 
+/** A ReasonSeg annotation's ground truth (0/1/255): its polygons, or the sanity set's PNG beside the JSON. */
+export function reasonSegGt(jsonPath: string, a: ReasonSegAnnotation, h: number, w: number): Promise<Uint8Array> {
+  return a.shapes.length || !a.gtPng ? Promise.resolve(rasterizeShapes(a.shapes, h, w)) : pngMask(join(dirname(jsonPath), a.gtPng), h, w);
+}
+
 export function loadDataset(dataset: string, root: string, split: string): { items: EvalItem[]; notes: string[] } {
   if (!existsSync(root)) throw new LisaError(`${root}: no such data folder`);
   if (dataset === 'reasonseg') {
@@ -42,7 +47,7 @@ export function loadDataset(dataset: string, root: string, split: string): { ite
         const text = (a.text[0] ?? '').trim();
         if (!text) throw new LisaError(`${s.json}: field "text" has no query`);
         // a.gtPng: the sanity set's extension, a ground-truth PNG (0/1/255) instead of polygons.
-        return { id: s.name, image: s.image, queries: [{ id: s.name, text, isSentence: a.isSentence, gt: async (h: number, w: number) => a.shapes.length || !a.gtPng ? rasterizeShapes(a.shapes, h, w) : pngMask(join(dirname(s.json), a.gtPng), h, w) }] };
+        return { id: s.name, image: s.image, queries: [{ id: s.name, text, isSentence: a.isSentence, gt: (h: number, w: number) => reasonSegGt(s.json, a, h, w) }] };
       } catch (e) {
         if (!(e instanceof LisaError)) throw e;
         return { id: s.name, image: s.image, queries: [], error: e.message };

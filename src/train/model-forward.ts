@@ -153,6 +153,8 @@ export function buildTrainForward(model: LisaModel, set: TrainingSet, s: BatchSt
   const cfg = model.config.llama, h = cfg.hiddenSize;
   const g = new Graph('lisa_train');
   const w = new ModuleWeights(model.ckpt, '', null, set);
+  // The LLM's frozen linear layers at the model's precision (an int4 base for a 7B LoRA run); the rest fp32.
+  const llm = w.withQuant(model.llm.quant);
   const grid = model.samConfig.imgSize / model.samConfig.patchSize;
   const embedRows = g.input('embed_rows', 'float32', ['tokens', h]);
   const imageFeatures = g.input('image_features', 'float32', [s.images.length, imageRows, h]);
@@ -169,9 +171,9 @@ export function buildTrainForward(model: LisaModel, set: TrainingSet, s: BatchSt
 
   const table = g.concat([embedRows, g.reshape(imageFeatures, [-1, h]), g.constant('float32', [1, h], new Float32Array(h))], 0);
   const embeds = g.gather(table, spliceIndex, 0); // [C, S, H]
-  const io = llamaModel(g, w, cfg, embeds, positionIds, (q, k, v) => attention(g, q, k, v, { causal: true, bias: attnBias }));
+  const io = llamaModel(g, llm, cfg, embeds, positionIds, (q, k, v) => attention(g, q, k, v, { causal: true, bias: attnBias }));
   const hiddenFlat = g.reshape(io.hidden, [-1, h]);
-  const ce = crossEntropy(g, lmHead(g, w, cfg, g.gather(hiddenFlat, ceRows, 0)), ceTargets);
+  const ce = crossEntropy(g, lmHead(g, llm, cfg, g.gather(hiddenFlat, ceRows, 0)), ceTargets);
 
   const perImage: { pred: Value; gt: Value; numMasks: number }[] = [];
   let predEmbeddings: Value = g.constant('float32', [0, model.config.outDim], new Float32Array(0));
