@@ -187,3 +187,45 @@ describe('training the tiny checkpoint on the fixture batch', () => {
     }
   });
 });
+
+describe('collate and splice as the official collate_fn and prepare_inputs_labels_for_multimodal', () => {
+  it('builds the fixture batch\'s input_ids and labels from its conversation strings, and its CE targets and [SEG] rows', async () => {
+    const { LlamaTokenizer } = await import('../src/text/tokenizer.js');
+    const { collateConversation, padBatch } = await import('../src/train/data/collate.js');
+    const m = JSON.parse(readFileSync(join(FIX, 'manifest.json'), 'utf8')) as { batch: { samples: { reason_seg_conversations: string[]; appended_conversation?: { question: string; answer: string } }[] } };
+    const turn = (c: string): { question: string; answer: string } => {
+      const [q, a] = c.split(' USER: ')[1]!.split(' ASSISTANT: ');
+      return { question: q!, answer: a!.replace(/<\/s>$/, '') };
+    };
+    const s = m.batch.samples;
+    const convs = [turn(s[0]!.reason_seg_conversations[0]!), turn(s[1]!.reason_seg_conversations[0]!), s[1]!.appended_conversation!];
+    const tok = LlamaTokenizer.load(CKPT);
+    const b = padBatch(convs.map((c) => collateConversation(tok, { turns: [{ question: c.question, answer: c.answer }] })));
+    assert.deepEqual(b.inputIds.flat(), ints(join(FIX, 'batch', 'input_ids.npy')));
+    assert.deepEqual(b.labels.flat(), ints(join(FIX, 'batch', 'labels.npy')));
+    assert.deepEqual(b.attentionMask.flat(), ints(join(FIX, 'batch', 'attention_masks.npy')));
+
+    const { prepareBatch } = await import('../src/train/model-forward.js');
+    const model = LisaModel.load(CKPT, { visionTower: join(CKPT, 'clip-vit-tiny-patch14'), cacheDir: cache.path, precision: 'fp32' });
+    try {
+      const zeros = (n: number): Float32Array => new Float32Array(n);
+      const image = (n: number, h: number, w: number): { projected: Float32Array; samEmbeddings: Float32Array; resize: [number, number]; originalSize: [number, number]; gtMasks: Uint8Array; numMasks: number } =>
+        ({ projected: zeros(256 * 64), samEmbeddings: zeros(256 * 64 * 64), resize: [1024, 1024], originalSize: [h, w], gtMasks: new Uint8Array(n * h * w), numMasks: n });
+      const p = prepareBatch(model, { ...b, offset: ints(join(FIX, 'batch', 'offset.npy')), images: [image(1, 241, 321), image(3, 360, 240)] }, 256);
+      const [conv, seq] = [3, 321];
+      assert.equal(p.structure.seqLen, seq);
+      const pos = ints(join(FIX, 'batch', 'ce_target_positions.npy'));
+      const rows = Array.from({ length: pos.length / 2 }, (_, i) => pos[2 * i]! * seq + pos[2 * i + 1]!);
+      assert.deepEqual(Array.from(p.feeds.ce_rows!.data as BigInt64Array, Number), rows);
+      assert.deepEqual(Array.from(p.feeds.ce_targets!.data as BigInt64Array, Number), ints(join(FIX, 'batch', 'ce_target_ids.npy')));
+      const seg = ints(join(FIX, 'batch', 'seg_token_mask.npy'));
+      assert.deepEqual(Array.from(p.feeds.seg_rows!.data as BigInt64Array, Number), seg.flatMap((v, i) => (v ? [i] : [])));
+      const mask = ints(join(FIX, 'batch', 'spliced_attention_mask.npy'));
+      const bias = p.feeds.attn_bias!.data as Float32Array;
+      for (let i = 0; i < conv * seq; i++) assert.equal(bias[i] === 0 ? 1 : 0, mask[i], `spliced attention mask at ${i}`);
+    } finally {
+      await model.release();
+      model.close();
+    }
+  });
+});
