@@ -29,8 +29,9 @@ import { LisaModel } from '../src/models/lisa.js';
 import { LlamaTokenizer } from '../src/text/tokenizer.js';
 import { writeRandomLlamaGguf } from './gguf.js';
 import { LLAMA_CPP_DIR } from './llama-cpp-baseline.js';
+import type { Row } from './row.js';
+import { trainBenchTiny, trainBench7b } from './train-bench.js';
 
-interface Row { name: string; seconds: number; baseline: string; baseline_seconds: number | null; ratio: number | null; unit: string; value: number; limit: number | null; peak_rss_gib?: number; note?: string }
 interface LlamaCppResult { load_s: number; prefill_s: number; decode_s_per_token: number; peak_rss_bytes: number; version: string }
 
 const args = process.argv.slice(2);
@@ -65,6 +66,8 @@ const components: Record<string, () => Promise<Row[]>> = {
     return [{ name: 'bandwidth', seconds: sec, baseline: 'design.md STREAM triad 45-75 GB/s (read only here)', baseline_seconds: null, ratio: null, unit: 'GB/s', value: (2 * n * 4) / sec / 1e9, limit: null }];
   },
   'sam-encoder': () => samEncoder('fp32'),
+  'train-tiny': () => trainBenchTiny(threads),
+  'train-7b': () => trainBench7b(modelDir, clipDir, threads),
   'sam-encoder-int8': () => samEncoder('int8'),
   async clip() {
     const model = LisaModel.load(modelDir, { visionTower: clipDir, threads, precision: 'int4' });
@@ -184,13 +187,15 @@ async function main(): Promise<void> {
     process.stdout.write(JSON.stringify(rows.map((r) => ({ ...r, peak_rss_gib: peak }))) + '\n');
     return;
   }
-  if (!existsSync(join(modelDir, 'config.json'))) {
+  const only = get('--only')?.split(',');
+  // train-tiny runs on the fixtures alone; everything else needs the generated full-size checkpoint.
+  const fullSize = !only || only.some((n) => n !== 'train-tiny');
+  if (fullSize && !existsSync(join(modelDir, 'config.json'))) {
     process.stderr.write(`bench: no generated checkpoint in ${modelDir}; run: node dist/bench/make-checkpoint.js --out ${dir}\n`);
     process.exit(1);
   }
-  const sz = size();
-  const names = ['bandwidth', 'sam-encoder', 'sam-encoder-int8', 'clip', `llm-${sz}`, `e2e-${sz}`];
-  const only = get('--only')?.split(',');
+  const sz = fullSize ? size() : '7b';
+  const names = ['bandwidth', 'sam-encoder', 'sam-encoder-int8', 'clip', `llm-${sz}`, `e2e-${sz}`, 'train-tiny', 'train-7b'];
   for (const n of only ?? []) if (!names.includes(n)) { process.stderr.write(`bench: unknown component '${n}' (expected one of ${names.join(', ')})\n`); process.exit(2); }
   const want = (n: string): boolean => !only || only.includes(n);
   process.stdout.write(`machine: ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB; onnxruntime threads ${threads}; model ${modelName}\n`);

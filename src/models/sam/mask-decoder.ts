@@ -23,7 +23,8 @@ function mlp(g: Graph, w: ModuleWeights, x: Value): Value {
  */
 export function samMaskDecoder(g: Graph, w: ModuleWeights, imageEmbeddings: Value, imagePe: Value, sparse: Value, noMaskEmbed: Value): { masks: Value; iou: Value } {
   const [, c, h, wd] = imageEmbeddings.shape as number[];
-  const n = g.dimOf(sparse, 0);
+  // The prompt count: static when the caller's graph knows it (training), a run-time size otherwise.
+  const n = typeof sparse.shape[0] === 'number' ? sparse.shape[0] : g.dimOf(sparse, 0);
   const numMaskTokens = w.shape('mask_tokens.weight')[0]!;
   const outputTokens = g.concat([w.param(g, 'iou_token.weight'), w.param(g, 'mask_tokens.weight')], 0); // [1+M, C]
   const tokens = g.concat([g.expandTo(g.unsqueeze(outputTokens, [0]), [n, 1 + numMaskTokens, c!]), sparse], 1);
