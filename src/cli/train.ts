@@ -4,19 +4,20 @@ import type { Command } from 'commander';
 import { LisaError } from '../errors.js';
 import { loadDataset } from '../eval/datasets.js';
 import { checkExample } from '../train/data/examples.js';
-import { JsonlSource, ReasonSegSource, type TrainSource } from '../train/data/sources.js';
+import { CocoPartSource, LabelMapSource, ReferSegSource, VqaSource } from '../train/data/datasets.js';
+import { JsonlSource, ReasonSegSource, type TrainExample, type TrainSource } from '../train/data/sources.js';
 import { LISA_TRAIN_SPEC, type TrainSpec } from '../train/params.js';
 import { train, visionTowerDir, type TrainOptions } from '../train/trainer.js';
 import { clearProgress, loadModel, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 
 interface TrainCliOptions extends ModelCliOptions {
   config?: string; data?: string[]; dataWeights?: string; split?: string; out?: string; steps?: number; batchSize?: number; gradAccum?: number;
-  lr?: string; warmup?: number; seed?: number; saveEvery?: number; stepsPerEpoch?: number; val?: string; valSplit?: string; valLimit?: number;
+  lr?: string; explanatory?: string; warmup?: number; seed?: number; saveEvery?: number; stepsPerEpoch?: number; val?: string; valSplit?: string; valLimit?: number;
   loraR?: number; loraAlpha?: string; loraDropout?: string; loraTargets?: string; trainable?: string; noLora?: boolean; checkData?: boolean;
 }
 
 /** The keys a --config JSON file may set (the flags' long names in camelCase); flags win over the file. */
-const CONFIG_KEYS = ['data', 'dataWeights', 'split', 'steps', 'batchSize', 'gradAccum', 'lr', 'warmup', 'seed', 'saveEvery', 'stepsPerEpoch', 'val', 'valSplit', 'valLimit', 'loraR', 'loraAlpha', 'loraDropout', 'loraTargets', 'trainable', 'noLora'];
+const CONFIG_KEYS = ['data', 'dataWeights', 'split', 'explanatory', 'steps', 'batchSize', 'gradAccum', 'lr', 'warmup', 'seed', 'saveEvery', 'stepsPerEpoch', 'val', 'valSplit', 'valLimit', 'loraR', 'loraAlpha', 'loraDropout', 'loraTargets', 'trainable', 'noLora'];
 
 function readConfig(path: string): Partial<TrainCliOptions> {
   if (!existsSync(path)) throw new LisaError(`${path}: no such config file`);
@@ -36,9 +37,22 @@ function num(name: string, v: string | number | undefined, dflt: number, min = 0
   return n;
 }
 
-function sourceFor(path: string, split: string): TrainSource {
+const KINDS = ['jsonl', 'reasonseg', 'ade20k', 'cocostuff', 'mapillary', 'paco_lvis', 'pascal_part', 'refcoco', 'refcoco+', 'refcocog', 'vqa'] as const;
+
+/** `PATH` (a .jsonl file or a ReasonSeg-layout folder) or `KIND:DATASET_DIR` for LISA's other datasets. */
+function sourceFor(spec: string, split: string, explanatory: number): TrainSource {
+  const m = /^([a-z_+]+):(.+)$/.exec(spec);
+  const kind = m && (KINDS as readonly string[]).includes(m[1]!) ? m[1]! : null;
+  const path = kind ? m![2]! : spec;
   if (!existsSync(path)) throw new LisaError(`${path}: no such data file or folder`);
-  return statSync(path).isDirectory() ? new ReasonSegSource(path, split) : new JsonlSource(path);
+  switch (kind ?? (statSync(path).isDirectory() ? 'reasonseg' : 'jsonl')) {
+    case 'jsonl': return new JsonlSource(path);
+    case 'reasonseg': return new ReasonSegSource(path, split, explanatory);
+    case 'ade20k': case 'cocostuff': case 'mapillary': return new LabelMapSource(path, kind as 'ade20k');
+    case 'paco_lvis': case 'pascal_part': return new CocoPartSource(path, kind as 'paco_lvis');
+    case 'vqa': return new VqaSource(path);
+    default: return new ReferSegSource(path, kind!);
+  }
 }
 
 export function registerTrain(program: Command): void {
@@ -46,7 +60,8 @@ export function registerTrain(program: Command): void {
     .description("fine-tune LISA as train_ds.py does (LoRA on q_proj/v_proj; lm_head, embed_tokens, mask_decoder, text_hidden_fcs in full): resumable, checkpointed, validated")
     .option('--out <dir>', 'run folder: checkpoints, log.jsonl; an existing run with the same settings resumes (required unless --check-data)')
     .option('--config <file>', 'JSON with any of the options below (camelCase keys); flags override it')
-    .option('--data <path...>', 'training data: a JSON Lines file (README "Training data") or a ReasonSeg-layout folder; several mix')
+    .option('--data <path...>', `training data: a JSON Lines file (README "Training data"), a ReasonSeg-layout folder, or KIND:DATASET_DIR (${KINDS.slice(2).join(', ')}) in train_ds.py's --dataset_dir layout; several mix`)
+    .option('--explanatory <p>', 'ReasonSeg: probability of an explanation-only answer for images with one (default 0.1; -1 off)')
     .option('--data-weights <w,...>', 'sampling weights of the --data sources (train_ds.py --sample_rates; default equal)')
     .option('--split <name>', 'split of ReasonSeg-layout folders (default train)')
     .option('--steps <n>', 'optimiser steps (default 500)', parseIntArg('--steps', 1))
@@ -72,12 +87,16 @@ export function registerTrain(program: Command): void {
       if (flags.lora === false) o.noLora = true;
       const data = o.data ?? [];
       if (data.length === 0) throw new LisaError('no training data: give --data FILE.jsonl or --data REASONSEG_DIR (or "data" in --config)');
-      const sources = data.map((p) => sourceFor(p, o.split ?? 'train'));
+      const sources = data.map((p) => sourceFor(p, o.split ?? 'train', num('--explanatory', o.explanatory, 0.1, -1)));
       const weights = o.dataWeights ? String(o.dataWeights).split(',').map((w) => num('--data-weights', w, 1, 0)) : sources.map(() => 1);
       if (weights.length !== sources.length || weights.every((w) => w === 0)) throw new LisaError(`--data-weights needs ${sources.length} non-negative weights, not all zero; got "${o.dataWeights}"`);
       if (o.checkData) {
         let bad = 0, total = 0;
-        for (const s of sources) for (const ex of (s as JsonlSource | ReasonSegSource).allExamples()) {
+        const all = async function* (s: TrainSource): AsyncGenerator<TrainExample> {
+          if (s instanceof JsonlSource || s instanceof ReasonSegSource) { yield* s.allExamples(); return; }
+          for (let i = 0; i < s.length; i++) yield await s.example(i, () => 0);
+        };
+        for (const s of sources) for await (const ex of all(s)) {
           total++;
           const problems = await checkExample(ex);
           for (const p of problems) process.stdout.write(`${p}\n`);

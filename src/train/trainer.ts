@@ -71,14 +71,16 @@ export function initLora(set: TrainingSet, seed: number): void {
 }
 
 /** The examples of one micro-batch: a source by the mixture's weights (dataset.py's np.random.choice), then a random image. */
-export function sampleMicroBatch(sources: TrainOptions['sources'], batchSize: number, rand: () => number): TrainExample[] {
+export async function sampleMicroBatch(sources: TrainOptions['sources'], batchSize: number, rand: () => number): Promise<TrainExample[]> {
   const total = sources.reduce((n, s) => n + s.weight, 0);
-  return Array.from({ length: batchSize }, () => {
+  const out: TrainExample[] = [];
+  for (let i = 0; i < batchSize; i++) {
     let r = rand() * total, k = 0;
     while (k < sources.length - 1 && r >= sources[k]!.weight) { r -= sources[k]!.weight; k++; }
     const src = sources[k]!.source;
-    return src.example(Math.floor(rand() * src.length), rand);
-  });
+    out.push(await src.example(Math.floor(rand() * src.length), rand));
+  }
+  return out;
 }
 
 /**
@@ -128,7 +130,7 @@ export async function train(model: LisaModel, opts: TrainOptions): Promise<RunSt
       const sums: Record<LossName, number> = { loss: 0, ce_loss: 0, mask_bce_loss: 0, mask_dice_loss: 0, mask_loss: 0 };
       let samples = 0;
       for (let m = 0; m < opts.gradAccum; m++) {
-        const examples = sampleMicroBatch(opts.sources, opts.batchSize, mulberry32(seedOf(opts.seed, step, m, 'data')));
+        const examples = await sampleMicroBatch(opts.sources, opts.batchSize, mulberry32(seedOf(opts.seed, step, m, 'data')));
         const batch = await buildBatch(model, cache, examples, rows);
         samples += batch.inputIds.length;
         const r = await engine.compute(batch, { dropoutSeed: seedOf(opts.seed, step, m, 'dropout') });

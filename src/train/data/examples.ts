@@ -30,7 +30,13 @@ export async function materializeMask(spec: MaskSpec, height: number, width: num
     });
     return img.data;
   }
+  if ('draw' in spec) return spec.draw(height, width);
   return Uint8Array.from(await reasonSegGt(spec.reasonseg, readReasonSegJson(spec.reasonseg), height, width), (v) => (v === 1 ? 1 : 0));
+}
+
+/** [SEG] tokens in an example's answers (one mask each). */
+function segCount(ex: TrainExample): number {
+  return ex.conversations.reduce((n, c) => n + c.turns.reduce((m, t) => m + countSeg(t.answer), 0), 0);
 }
 
 /** Everything wrong with one example, as lines naming its source (empty when it is usable). */
@@ -39,8 +45,8 @@ export async function checkExample(ex: TrainExample): Promise<string[]> {
   if (!existsSync(ex.image) || !statSync(ex.image).isFile()) return [`${ex.where}: image ${ex.image} does not exist`];
   let image: RgbImage;
   try { image = await decodeImage(ex.image); } catch (e) { return [`${ex.where}: ${(e as Error).message}`]; }
-  const segs = ex.conversations.reduce((n, c) => n + countSeg(c.answer), 0);
-  for (const c of ex.conversations) if (!c.question.includes('<image>')) problems.push(`${ex.where}: the question has no <image>`);
+  const segs = segCount(ex);
+  if (!ex.conversations[0]?.turns[0]?.question.includes('<image>')) problems.push(`${ex.where}: the first question has no <image>`);
   if (segs !== ex.masks.length) problems.push(segs === 0 && ex.masks.length > 0 ? `${ex.where}: ${ex.masks.length} mask(s) given but the answer has no [SEG]` : `${ex.where}: the answers hold ${segs} [SEG] but ${ex.masks.length} mask(s) are given`);
   for (const [k, spec] of ex.masks.entries()) {
     try {
@@ -81,14 +87,14 @@ export async function buildBatch(model: LisaModel, cache: EncodingCache, example
   for (const ex of examples) {
     const enc = await cache.get(ex.image);
     const [h, w] = enc.originalSize;
-    const segs = ex.conversations.reduce((n, c) => n + countSeg(c.answer), 0);
+    const segs = segCount(ex);
     if (segs !== ex.masks.length) throw new LisaError(`${ex.where}: the answers hold ${segs} [SEG] but ${ex.masks.length} mask(s) are given`);
     const gt = new Uint8Array(ex.masks.length * h * w);
     for (const [k, spec] of ex.masks.entries()) gt.set(await materializeMask(spec, h, w, ex.where), k * h * w);
     for (const c of ex.conversations) {
-      const col = collateConversation(model.tokenizer, { turns: [c] }, imageRows, model.config.mmUseImStartEnd);
+      const col = collateConversation(model.tokenizer, c, imageRows, model.config.mmUseImStartEnd);
       // A truncated conversation can lose a [SEG]: the official code then fails its mask-count assert.
-      if (col.inputIds.filter((x) => x === model.segTokenIdx).length < countSeg(c.answer)) throw new LisaError(`${ex.where}: the conversation is longer than the model takes (${col.inputIds.length} tokens) and loses a [SEG]`);
+      if (col.inputIds.filter((x) => x === model.segTokenIdx).length < c.turns.reduce((n, t) => n + countSeg(t.answer), 0)) throw new LisaError(`${ex.where}: the conversation is longer than the model takes (${col.inputIds.length} tokens) and loses a [SEG]`);
       collated.push(col);
     }
     offset.push(collated.length);
