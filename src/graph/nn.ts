@@ -129,6 +129,22 @@ export function rotaryFused(g: Graph, x: Value, positionIds: Value, cosCache: Va
   return g.node('RotaryEmbedding', [x, positionIds, cosCache, sinCache], { interleaved: attr.i(0), num_heads: attr.i(numHeads) }, MS_DOMAIN)[0]!;
 }
 
+/**
+ * ConvTranspose2d with kernel = stride (non-overlapping patches) on pixel rows: x [N, R, Ci] (one row per input
+ * pixel, any order), weight [Ci, Co, k, k] as PyTorch stores it, bias [Co] → [N, R·k·k, Co], where input row r
+ * becomes the k·k rows (r, a, b) of its output patch: y[n, (r, a, b), co] = Σ_ci x[n, r, ci]·W[ci, co, a, b] + bias[co].
+ * One GEMM, channels last, and no pixel shuffle: the caller puts the rows in raster order once, at the end
+ * (SAM's mask decoder does it on the small mask tensor). The same values as ConvTranspose, up to summation order.
+ */
+export function convTransposePatches(g: Graph, x: Value, weight: Value, bias: Value | null): Value {
+  const [ci, co, k, k2] = weight.shape as number[];
+  if (k !== k2 || x.shape[2] !== ci) throw new Error(`convTransposePatches: weight ${JSON.stringify(weight.shape)} does not fit input ${JSON.stringify(x.shape)}`);
+  const w = g.reshape(g.transpose(weight, [0, 2, 3, 1]), [ci!, k! * k! * co!]); // columns in (a, b, co) order
+  let y = g.matmul(x, w);
+  if (bias) y = g.add(y, g.reshape(g.expand(g.unsqueeze(bias, [0]), [k! * k!, co!]), [k! * k! * co!]));
+  return g.reshape(y, [0, -1, co!]);
+}
+
 // ---- SAM image-encoder helpers -------------------------------------------------------------------------
 
 /** SAM's window_partition: [B, H, W, C] → ([B*nW, ws, ws, C], padded H, W); pads bottom/right with zeros. */

@@ -1,7 +1,7 @@
 import type { Graph } from '../../graph/graph.js';
 import type { Value } from '../../graph/ir.js';
 import type { ModuleWeights } from '../module.js';
-import { layerNorm2d } from './image-encoder.js';
+import { convTransposePatches } from '../../graph/nn.js';
 import { twoWayTransformer } from './two-way-transformer.js';
 
 /** MaskDecoder's MLP: Linear layers with ReLU between them. */
@@ -33,19 +33,22 @@ export function samMaskDecoder(g: Graph, w: ModuleWeights, imageEmbeddings: Valu
   const pos = g.expandTo(imagePe, [n, c!, h!, wd!]);
   const { queries, keys } = twoWayTransformer(g, w.sub('transformer'), src, pos, tokens);
   const iouTokenOut = g.squeeze(g.slice(queries, [0], [1], [1]), [1]);
-  const srcImg = g.reshape(g.transpose(keys, [0, 2, 1]), [-1, c!, h!, wd!]);
+  // output_upscaling: ConvTranspose2d(k=2, s=2) → LayerNorm2d → GELU → ConvTranspose2d(k=2, s=2) → GELU, run on
+  // pixel rows, channels last (the transformer's keys [N, hw, C] already are): each transpose convolution is one
+  // GEMM, LayerNorm2d a LayerNormalization over the last axis. Rows end in (i, j, a, b, a2, b2) order; the masks,
+  // the smallest tensor, are put in raster order at the end.
   const up = w.sub('output_upscaling');
-  let u = g.convTranspose(srcImg, up.param(g, '0.weight'), up.param(g, '0.bias'), { strides: [2, 2] });
-  u = g.gelu(layerNorm2d(g, up, u, '1'));
-  u = g.gelu(g.convTranspose(u, up.param(g, '3.weight'), up.param(g, '3.bias'), { strides: [2, 2] }));
-  const [, uc, uh, uw] = u.shape as number[];
+  let u = convTransposePatches(g, keys, up.param(g, '0.weight'), up.param(g, '0.bias'));
+  u = g.gelu(up.layerNorm(g, u, '1', 1e-6));
+  u = g.gelu(convTransposePatches(g, u, up.param(g, '3.weight'), up.param(g, '3.bias'))); // [N, 16·hw, uc]
   const hyper: Value[] = [];
   for (let i = 0; i < numMaskTokens; i++) {
     const tok = g.slice(queries, [1 + i], [2 + i], [1]); // [N, 1, C]
     hyper.push(mlp(g, w.sub('output_hypernetworks_mlps').sub(i), tok));
   }
   const hyperIn = g.concat(hyper, 1); // [N, M, uc]
-  const masks = g.reshape(g.matmul(hyperIn, g.reshape(u, [0, uc!, uh! * uw!])), [-1, numMaskTokens, uh!, uw!]);
+  const rows = g.reshape(g.matmul(hyperIn, g.transpose(u, [0, 2, 1])), [-1, numMaskTokens, h!, wd!, 2, 2, 2, 2]);
+  const masks = g.reshape(g.transpose(rows, [0, 1, 2, 4, 6, 3, 5, 7]), [-1, numMaskTokens, 4 * h!, 4 * wd!]);
   const iou = mlp(g, w.sub('iou_prediction_head'), iouTokenOut);
   return { masks, iou };
 }
