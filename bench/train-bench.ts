@@ -7,14 +7,13 @@ import { join } from 'node:path';
 import { decodeImage } from '../src/image/decode.js';
 import { imageRows } from '../src/inference/pipeline.js';
 import { LisaModel } from '../src/models/lisa.js';
-import { collateConversation, padBatch } from '../src/train/data/collate.js';
+import { collateConversation, padBatch } from '../src/inference/collate.js';
 import { readFixtureBatch } from '../src/train/fixture-step.js';
 import { buildTrainForward, prepareBatch, type TrainBatch } from '../src/train/model-forward.js';
 import { AdamW, clipGradNorm } from '../src/train/optim.js';
 import { LISA_TRAIN_SPEC, TrainingSet } from '../src/train/params.js';
 import { GradientEngine } from '../src/train/step.js';
 import { initLora } from '../src/train/trainer.js';
-import { f32 } from '../src/graph/tensor.js';
 import { graphFlops } from './flops.js';
 import type { Row } from './row.js';
 
@@ -25,17 +24,13 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 /** Times the forward alone (the same graph before autodiff) and the whole step; FLOPs from the forward's products. */
 async function measure(model: LisaModel, set: TrainingSet, batch: TrainBatch, reps: number): Promise<{ fwd: number; step: number; optim: number; flops: number; build: number }> {
   const rows = imageRows(model);
-  const prep = prepareBatch(model, batch, rows);
-  const fwd = buildTrainForward(model, set, prep.structure, rows);
-  fwd.graph.output(fwd.losses.loss, 'loss');
-  const flops = graphFlops(fwd.graph);
-  const fs = await model.engine.load(fwd.graph);
-  const feeds = { ...prep.feeds, embed_rows: f32([prep.tokenIds.length, model.config.llama.hiddenSize], model.embedTokens(prep.tokenIds)) } as Record<string, ReturnType<typeof f32>>;
-  for (const v of fs.inputs) if (v.name.startsWith('param:')) { const p = set.params.get(v.name.slice(6))!; feeds[v.name] = f32(p.shape, p.value); }
-  await fs.run(feeds);
+  const fwd = buildTrainForward(model, set, prepareBatch(model, batch, rows).structure, rows);
+  const flops = graphFlops(fwd.graph); // the forward's products, counted before any gradient node exists
+  const forward = new GradientEngine(model, set);
+  await forward.compute(batch, { backward: false });
   const tf: number[] = [];
-  for (let i = 0; i < reps; i++) { const t = now(); await fs.run(feeds); tf.push(now() - t); }
-  await fs.release();
+  for (let i = 0; i < reps; i++) { const t = now(); await forward.compute(batch, { backward: false }); tf.push(now() - t); }
+  await forward.release();
   const engine = new GradientEngine(model, set);
   let t = now();
   await engine.compute(batch); // builds the forward + backward session

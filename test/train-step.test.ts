@@ -191,7 +191,7 @@ describe('training the tiny checkpoint on the fixture batch', () => {
 describe('collate and splice as the official collate_fn and prepare_inputs_labels_for_multimodal', () => {
   it('builds the fixture batch\'s input_ids and labels from its conversation strings, and its CE targets and [SEG] rows', async () => {
     const { LlamaTokenizer } = await import('../src/text/tokenizer.js');
-    const { collateConversation, padBatch } = await import('../src/train/data/collate.js');
+    const { collateConversation, padBatch } = await import('../src/inference/collate.js');
     const m = JSON.parse(readFileSync(join(FIX, 'manifest.json'), 'utf8')) as { batch: { samples: { reason_seg_conversations: string[]; appended_conversation?: { question: string; answer: string } }[] } };
     const turn = (c: string): { question: string; answer: string } => {
       const [q, a] = c.split(' USER: ')[1]!.split(' ASSISTANT: ');

@@ -1,17 +1,15 @@
 import { createHash } from 'node:crypto';
 import { LisaError } from '../errors.js';
-import { f32 } from '../graph/tensor.js';
 import { decodeImage, type RgbImage } from '../image/decode.js';
 import { samResizeShape } from '../image/preprocess.js';
 import type { ImageEncoding, LisaModel } from '../models/lisa.js';
-import { selectMaskToken } from '../models/sam/mask-head.js';
 import type { BoxPrompt, PointPrompt } from '../models/sam/prompt-encoder.js';
 import { imageQuestion, llavaV1Prompt, type Message } from '../text/conversation.js';
 import { generate, type SamplingOptions } from './generate.js';
 import { llmForward, type KvCache } from './llm.js';
 import { toSegMasks, type SegMask } from './masks.js';
 import { segHiddenPositions, spliceImage } from './multimodal.js';
-import { imageRows } from './pipeline.js';
+import { imageRows, segmentFromHidden, type VisualTokens } from './pipeline.js';
 
 export type ImageInput = string | Uint8Array | RgbImage;
 
@@ -195,22 +193,12 @@ export class ChatSession {
 
   /** [SEG] hidden states (plus any point/box prompts) → SAM → thresholded masks at the original size. */
   private async masksFor(segHidden: Float32Array, segIndexes: number[], opts: SegmentOptions): Promise<SegMask[]> {
-    const model = this.model;
-    const n = segIndexes.length;
-    if (n === 0) return [];
-    const visual = this.visualTokens(opts);
-    const e = model.sam.promptEncoder.embedDim;
-    const pred = await model.textHiddenFcs(segHidden, n);
-    const t = visual.tokens + 1;
-    const sparse = new Float32Array(n * t * e);
-    for (let i = 0; i < n; i++) {
-      sparse.set(visual.data, i * t * e);
-      sparse.set(pred.subarray(i * e, (i + 1) * e), (i * t + visual.tokens) * e);
-    }
-    return this.decode(sparse, n, t, segIndexes, false);
+    if (segIndexes.length === 0) return [];
+    const seg = await segmentFromHidden(this.model, this.image!.encoding, segHidden, segIndexes.length, this.visualTokens(opts));
+    return toSegMasks(seg.predMasks, seg.iouPredictions, segIndexes);
   }
 
-  private visualTokens(opts: SegmentOptions): { tokens: number; data: Float32Array } {
+  private visualTokens(opts: SegmentOptions): VisualTokens {
     const enc = this.image!.encoding;
     const [oh, ow] = enc.originalSize;
     const [nh, nw] = samResizeShape(oh, ow, this.model.samConfig.imgSize);
@@ -225,15 +213,6 @@ export class ChatSession {
     return this.model.sam.promptEncoder.embedPrompts(points, b ? { x1: b.x1 * sx, y1: b.y1 * sy, x2: b.x2 * sx, y2: b.y2 * sy } : null);
   }
 
-  private async decode(sparse: Float32Array, n: number, tokens: number, segIndexes: number[], multimask: boolean): Promise<SegMask[]> {
-    const model = this.model, enc = this.image!.encoding;
-    const { masks, iou } = await model.decodeMasks(enc.samEmbeddings, sparse, n, tokens);
-    const { lowRes, scores } = selectMaskToken(masks, iou, multimask);
-    const post = await model.postprocess(lowRes, enc);
-    const [h, w] = enc.originalSize;
-    return toSegMasks(f32([n, h, w], post.data as Float32Array), scores, segIndexes);
-  }
-
   /** SAM with points and/or a box only (no question): one mask. */
   async visualPrompt(opts: SegmentOptions): Promise<SegmentResult> {
     const t0 = now();
@@ -241,7 +220,8 @@ export class ChatSession {
     const visual = this.visualTokens(opts);
     if (visual.tokens === 0) throw new LisaError('give a question, or --point/--box prompts for SAM');
     const multimask = opts.multimask ?? ((opts.points?.length ?? 0) === 1 && !opts.box);
-    const masks = await this.decode(visual.data, 1, visual.tokens, [-1], multimask);
+    const seg = await segmentFromHidden(this.model, this.image.encoding, new Float32Array(0), 0, visual, multimask);
+    const masks = toSegMasks(seg.predMasks, seg.iouPredictions, [-1]);
     const t = now() - t0;
     return { text: '', masks, noTarget: false, tokens: [], stopped: 'teacher_forced', timings: { encodeImageMs: 0, prefillMs: 0, generateMs: 0, masksMs: t, totalMs: t, promptTokens: 0, newTokens: 0, reusedPositions: 0 } };
   }

@@ -3,6 +3,7 @@ import { f32, type HostTensor } from '../graph/tensor.js';
 import type { ImageEncoding, LisaModel } from '../models/lisa.js';
 import { selectMaskToken } from '../models/sam/mask-head.js';
 import { chatPrompt, imageQuestion, llavaV1Prompt, wrapImageTokens } from '../text/conversation.js';
+import { collateConversation } from './collate.js';
 import { generate, type GenerateOptions, type Generation } from './generate.js';
 import { llmForward, type LlmStep } from './llm.js';
 import { lisaLosses, shiftedCrossEntropy, type LisaLosses } from './losses.js';
@@ -38,21 +39,35 @@ export interface SegOutputs {
   predMasks: HostTensor; // [n, H, W] logits at the original size
 }
 
+/** SAM's own prompts (points, a box) already embedded as sparse tokens, joined to every [SEG] token. */
+export interface VisualTokens { tokens: number; data: Float32Array }
+const NO_VISUAL: VisualTokens = { tokens: 0, data: new Float32Array(0) };
+
 /**
- * From [SEG] hidden states to masks, as LISA's evaluate/model_forward: text_hidden_fcs → one sparse token
- * per [SEG] → mask decoder (dense = no_mask_embed, multimask_output=False → mask 0) → post-processing.
+ * The one path from prompts to masks, as LISA's evaluate/model_forward: text_hidden_fcs on the [SEG] hidden
+ * states → one sparse token per [SEG] (after SAM's point/box tokens, when given, as LISA's prompt encoder
+ * concatenates them) → mask decoder (dense = no_mask_embed) → mask token 0 (multimask_output=False, LISA's rule;
+ * true picks SAM's best of 1..3) → post-processing to the original size. With no [SEG] but visual prompts it is
+ * plain SAM (one mask). Used by segment, chat, eval, dump and the server alike.
  */
-export async function segmentFromHidden(model: LisaModel, enc: ImageEncoding, segHidden: Float32Array, n: number): Promise<SegOutputs> {
-  if (n === 0) {
-    const [h, w] = enc.originalSize;
+export async function segmentFromHidden(model: LisaModel, enc: ImageEncoding, segHidden: Float32Array, n: number, visual: VisualTokens = NO_VISUAL, multimask = false): Promise<SegOutputs> {
+  const [h, w] = enc.originalSize;
+  const prompts = n > 0 ? n : visual.tokens > 0 ? 1 : 0;
+  if (prompts === 0) {
     return { segHidden, predEmbeddings: new Float32Array(0), lowResMasks: f32([0, 1, 256, 256], new Float32Array(0)), iouPredictions: new Float32Array(0), predMasks: f32([0, h, w], new Float32Array(0)) };
   }
-  const predEmbeddings = await model.textHiddenFcs(segHidden, n);
-  const { masks, iou } = await model.decodeMasks(enc.samEmbeddings, predEmbeddings, n, 1);
-  const { lowRes, scores } = selectMaskToken(masks, iou, false);
+  const e = model.sam.promptEncoder.embedDim;
+  const predEmbeddings = n > 0 ? await model.textHiddenFcs(segHidden, n) : new Float32Array(0);
+  const t = visual.tokens + (n > 0 ? 1 : 0);
+  const sparse = new Float32Array(prompts * t * e);
+  for (let i = 0; i < prompts; i++) {
+    sparse.set(visual.data, i * t * e);
+    if (n > 0) sparse.set(predEmbeddings.subarray(i * e, (i + 1) * e), (i * t + visual.tokens) * e);
+  }
+  const { masks, iou } = await model.decodeMasks(enc.samEmbeddings, sparse, prompts, t);
+  const { lowRes, scores } = selectMaskToken(masks, iou, multimask);
   const post = await model.postprocess(lowRes, enc);
-  const [h, w] = enc.originalSize;
-  return { segHidden, predEmbeddings, lowResMasks: lowRes, iouPredictions: scores, predMasks: f32([n, h, w], post.data as Float32Array) };
+  return { segHidden, predEmbeddings, lowResMasks: lowRes, iouPredictions: scores, predMasks: f32([prompts, h, w], post.data as Float32Array) };
 }
 
 function gatherRows(rows: Float32Array, positions: readonly number[], hidden: number): Float32Array {
@@ -104,30 +119,6 @@ export interface TrainForward {
 }
 
 /**
- * LISA's collate_fn targets (LLaVA preprocess, llava_v1): everything up to and including each
- * " ASSISTANT: " is ignored, as is the BOS; the answer tokens and their "</s>" are scored.
- */
-export function collateLabels(model: LisaModel, conversation: string, ids: readonly number[]): number[] {
-  const tok = model.tokenizer;
-  const target = [...ids];
-  const sep = ' ASSISTANT: ';
-  const len = (s: string): number => (s.includes('<image>') ? tok.encodeWithImage(s).length : tok.encode(s).length);
-  let cur = 1;
-  target[0] = IGNORE_INDEX;
-  for (const rou of conversation.split('</s>')) {
-    if (rou === '') break;
-    const parts = rou.split(sep);
-    if (parts.length !== 2) throw new LisaError(`conversation round does not split into instruction and answer at "${sep}": ${rou.slice(0, 80)}`);
-    const roundLen = len(rou);
-    const instructionLen = len(parts[0]! + sep) - 2;
-    for (let i = cur; i < Math.min(cur + instructionLen, target.length); i++) target[i] = IGNORE_INDEX;
-    cur += roundLen;
-  }
-  for (let i = cur; i < target.length; i++) target[i] = IGNORE_INDEX;
-  return target;
-}
-
-/**
  * LISA.model_forward with the answer given (teacher forcing, as training and the official validation):
  * collated ids and labels, the LLM over the whole conversation, [SEG] hidden states → masks at the
  * ground-truth size, and the CE / BCE / Dice losses with LISA's weights. Inference only (no gradients).
@@ -135,10 +126,10 @@ export function collateLabels(model: LisaModel, conversation: string, ids: reado
 export async function trainForward(model: LisaModel, enc: ImageEncoding, question: string, answer: string, gtMasks: Uint8Array | null, debug = false): Promise<TrainForward> {
   const user = imageQuestion(question, false); // "<image>\n…"; collate wraps <image> in <im_start>/<im_end>
   const conversation = llavaV1Prompt([{ role: 'USER', content: user }, { role: 'ASSISTANT', content: answer }]);
-  const wrapped = wrapImageTokens(conversation, model.config.mmUseImStartEnd);
-  const input = preparePrompt(model, enc, wrapped);
-  const labels = collateLabels(model, wrapped, input.ids);
   const rows = imageRows(model);
+  const collated = collateConversation(model.tokenizer, { turns: [{ question: user, answer }] }, rows, model.config.mmUseImStartEnd, Infinity);
+  const input = preparePrompt(model, enc, collated.text);
+  const labels = collated.labels;
   const splicedLabels = spliceLabels(labels, input.ids, rows);
   const step = await llmForward(model.llm, input.embeds, input.length, undefined, debug);
   const h = model.config.llama.hiddenSize;

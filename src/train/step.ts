@@ -27,6 +27,8 @@ export interface GradientOptions {
   extras?: boolean;
   /** Seed of this micro-batch's LoRA dropout masks (train_ds.py's torch RNG is not reproducible here; ours is seeded). */
   dropoutSeed?: number;
+  /** false: the forward and losses only (no gradients; for measuring the forward alone). */
+  backward?: boolean;
 }
 
 /**
@@ -54,7 +56,8 @@ export class GradientEngine {
   async compute(batch: TrainBatch, opts: GradientOptions = {}): Promise<Gradients> {
     const rows = clipImageRows(this.model);
     const prep = prepareBatch(this.model, batch, rows);
-    const key = `${prep.signature}|${this.set.dropoutActive}|${opts.extras === true}`;
+    const withBackward = opts.backward !== false;
+    const key = `${prep.signature}|${this.set.dropoutActive}|${opts.extras === true}|${withBackward}`;
     const { session, params } = await this.session(key, () => {
       const fwd = buildTrainForward(this.model, this.set, prep.structure, rows, opts.lossWeights);
       const g = fwd.graph;
@@ -63,7 +66,7 @@ export class GradientEngine {
       const wrt: Value[] = [...paramInputs];
       const embedTrained = this.set.params.has(EMBED_TOKENS);
       if (embedTrained) wrt.push(fwd.embedRows);
-      const grads = backward(g, fwd.losses.loss, wrt);
+      const grads = withBackward ? backward(g, fwd.losses.loss, wrt) : wrt.map(() => null);
       const graphParams: string[] = [];
       paramInputs.forEach((v, i) => { if (grads[i]) { g.output(grads[i]!, `grad:${v.name.slice('param:'.length)}`); graphParams.push(v.name.slice('param:'.length)); } });
       if (embedTrained && grads[wrt.length - 1]) g.output(grads[wrt.length - 1]!, 'grad:embed_rows');

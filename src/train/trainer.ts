@@ -95,7 +95,8 @@ export async function train(model: LisaModel, opts: TrainOptions): Promise<RunSt
   mkdirSync(out, { recursive: true });
   const set = new TrainingSet(model.ckpt, opts.spec);
   const adam = new AdamW({ ...LISA_ADAMW, lr: opts.lr });
-  const schedule: WarmupDecayLR = { totalSteps: opts.steps, warmupSteps: opts.warmupSteps, warmupMinLr: 0, warmupMaxLr: opts.lr };
+  // Step k runs at get_lr(k + 1) of a schedule ending one step after the last, so no step runs at 0.
+  const schedule: WarmupDecayLR = { totalSteps: opts.steps + 1, warmupSteps: opts.warmupSteps, warmupMinLr: 0, warmupMaxLr: opts.lr };
   const settings = {
     model: model.dir, spec: opts.spec, steps: opts.steps, batchSize: opts.batchSize, gradAccum: opts.gradAccum, lr: opts.lr, warmupSteps: opts.warmupSteps, seed: opts.seed,
     data: opts.sources.map((s) => ({ name: s.source.name, length: s.source.length, weight: s.weight })), precision: model.precision,

@@ -5,7 +5,7 @@ import { loadRefer, referAnnotations, referMask, REFER_SPLITS } from '../../eval
 import { decodeImage } from '../../image/decode.js';
 import { decodeRle } from '../../image/mask-encoding.js';
 import { polygonToMask } from '../../eval/coco-polygon.js';
-import type { Conversation } from './collate.js';
+import type { Conversation } from '../../inference/collate.js';
 import { ADE20K_CLASSES, COCOSTUFF_CLASSES } from './classes.js';
 import { NUM_CLASSES_PER_SAMPLE, single, type MaskSpec, type TrainExample, type TrainSource } from './sources.js';
 import { ANSWER_LIST, pick, questionFor, sampleUpTo } from './templates.js';

@@ -6,7 +6,7 @@ import { readReasonSegJson } from '../../eval/reasonseg.js';
 import { decodeImage, type RgbImage } from '../../image/decode.js';
 import type { LisaModel } from '../../models/lisa.js';
 import type { TrainBatch, TrainImage } from '../model-forward.js';
-import { collateConversation, padBatch } from './collate.js';
+import { collateConversation, padBatch } from '../../inference/collate.js';
 import { countSeg, type MaskSpec, type TrainExample } from './sources.js';
 
 /** A mask at the image's size, 0/1. Polygons are drawn as get_mask_from_json draws them (OpenCV-exact). */

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { LisaError } from '../../errors.js';
 import { listReasonSeg, readReasonSegJson } from '../../eval/reasonseg.js';
-import type { Conversation } from './collate.js';
+import type { Conversation } from '../../inference/collate.js';
 import { ANSWER_LIST, EXPLANATORY_QUESTION_LIST, pick, questionFor, sampleUpTo } from './templates.js';
 
 /**

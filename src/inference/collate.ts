@@ -1,6 +1,7 @@
-import { IGNORE_INDEX } from '../../inference/multimodal.js';
-import { llavaV1Prompt, wrapImageTokens } from '../../text/conversation.js';
-import type { LlamaTokenizer } from '../../text/tokenizer.js';
+import { LisaError } from '../errors.js';
+import { llavaV1Prompt, wrapImageTokens } from '../text/conversation.js';
+import type { LlamaTokenizer } from '../text/tokenizer.js';
+import { IGNORE_INDEX } from './multimodal.js';
 
 /** One single- or multi-turn conversation about an image: user turns ("<image>\n…" first) and answers. */
 export interface Conversation { turns: { question: string; answer: string }[] }
@@ -14,9 +15,10 @@ export interface Collated { inputIds: number[]; labels: number[]; attentionMask:
  * LISA's collate_fn for one conversation (utils/dataset.py:29-160, LLaVA's preprocess for llava_v1): the
  * prompt with <image> wrapped in <im_start>/<im_end>, tokenised with tokenizer_image_token; labels = ids with
  * BOS and every instruction part ("…USER: q ASSISTANT: ") ignored, so the loss is on the answers and their
- * `</s>`; truncation to model_max_length − (imageRows − 1) ids, as the official code does after padding.
+ * `</s>`; truncation to maxLength − (imageRows − 1) ids, as the official training collate does after padding
+ * (inference and validation pass Infinity: they do not truncate).
  */
-export function collateConversation(tok: LlamaTokenizer, conv: Conversation, imageRows = 256, useImStartEnd = true): Collated {
+export function collateConversation(tok: LlamaTokenizer, conv: Conversation, imageRows = 256, useImStartEnd = true, maxLength = MODEL_MAX_LENGTH): Collated {
   const messages = conv.turns.flatMap((t) => [{ role: 'USER' as const, content: t.question }, { role: 'ASSISTANT' as const, content: t.answer }]);
   const text = wrapImageTokens(llavaV1Prompt(messages), useImStartEnd);
   const ids = tok.encodeWithImage(text);
@@ -27,14 +29,14 @@ export function collateConversation(tok: LlamaTokenizer, conv: Conversation, ima
   for (const rou of text.split('</s>')) {
     if (rou === '') break;
     const parts = rou.split(sep);
-    if (parts.length !== 2) break; // the official code asserts; a malformed round ends the labels here
+    if (parts.length !== 2) throw new LisaError(`conversation round does not split into instruction and answer at "${sep}": ${rou.slice(0, 80)}`);
     const roundLen = tok.encodeWithImage(rou).length;
     const instructionLen = tok.encodeWithImage(parts[0] + sep).length - 2;
     for (let i = cur; i < Math.min(cur + instructionLen, labels.length); i++) labels[i] = IGNORE_INDEX;
     cur += roundLen;
   }
   for (let i = cur; i < labels.length; i++) labels[i] = IGNORE_INDEX;
-  const limit = MODEL_MAX_LENGTH - (imageRows - 1);
+  const limit = maxLength - (imageRows - 1);
   const truncated = ids.length > limit;
   const n = Math.min(ids.length, limit);
   return { inputIds: ids.slice(0, n), labels: labels.slice(0, n), attentionMask: new Array<number>(n).fill(1), text, truncated };
