@@ -80,6 +80,22 @@ describe('lisa train', () => {
     } finally { a.close(); b.close(); }
   });
 
+  it('Ctrl-C (SIGINT) finishes the step, saves a checkpoint and exits 0; the same command resumes', async () => {
+    const out = join(tmp.path, 'interrupted');
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'lisa.js'), ...trainArgs(out, 30)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+    await new Promise<void>((resolve) => {
+      const t = setInterval(() => { if (existsSync(join(out, 'checkpoint-1'))) { clearInterval(t); child.kill('SIGINT'); resolve(); } }, 20);
+    });
+    const code = await new Promise<number | null>((r) => child.on('exit', r));
+    assert.equal(code, 0, stderr);
+    const m = /stopped at step (\d+); checkpoint saved/.exec(stderr);
+    assert.ok(m, stderr);
+    assert.equal((JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as { step: number }).step, Number(m[1]));
+    assert.ok(Number(m[1]) < 30);
+  });
+
   it('refuses to resume a run folder with other settings', () => {
     const r = lisa(...trainArgs(full, 5));
     assert.equal(r.code, 1);
@@ -116,6 +132,37 @@ describe('lisa train', () => {
     assert.equal(s.code, 0, s.stderr);
     assert.ok(existsSync(join(tmp.path, 'seg', 'synthetic_mask_0.png')));
     assert.equal(lisa('merge', '--model', CKPT, '--checkpoint', full, '--out', merged).code, 1, 'a non-empty --out is refused');
+    // Sharded output (and a sharded input: the merged folder as the base of a second merge).
+    const sharded = join(tmp.path, 'merged-sharded');
+    const r2 = lisa('merge', '--model', CKPT, '--checkpoint', full, '--out', sharded, '--max-shard-gb', '0.01');
+    assert.equal(r2.code, 0, r2.stderr);
+    const index = JSON.parse(readFileSync(join(sharded, 'model.safetensors.index.json'), 'utf8')) as { weight_map: Record<string, string> };
+    assert.ok(new Set(Object.values(index.weight_map)).size > 2, 'several shards');
+    const a = openCheckpoint(merged), b = openCheckpoint(sharded);
+    try { for (const [n, t] of a.tensors) assert.deepEqual(b.get(n).bytes(), t.bytes(), n); } finally { a.close(); b.close(); }
+    const again = lisa('merge', '--model', sharded, '--checkpoint', full, '--out', join(tmp.path, 'merged-twice'));
+    assert.equal(again.code, 0, again.stderr);
+  });
+});
+
+describe('random init of trained parts (training from scratch)', () => {
+  it('gives text_hidden_fcs PyTorch\'s default Linear init and leaves every other tensor as the checkpoint has it', async () => {
+    const { TrainingSet, LISA_TRAIN_SPEC } = await import('../src/train/params.js');
+    const { reinitialize } = await import('../src/train/trainer.js');
+    const ckpt = openCheckpoint(CKPT);
+    try {
+      const set = new TrainingSet(ckpt, LISA_TRAIN_SPEC);
+      const names = reinitialize(set, ['text_hidden_fcs'], 3);
+      assert.deepEqual(names.sort(), ['model.text_hidden_fcs.0.0.bias', 'model.text_hidden_fcs.0.0.weight', 'model.text_hidden_fcs.0.2.bias', 'model.text_hidden_fcs.0.2.weight']);
+      const w = set.params.get('model.text_hidden_fcs.0.0.weight')!.value, bound = 1 / Math.sqrt(64);
+      assert.ok(w.every((x) => Math.abs(x) <= bound) && Math.max(...w) > 0.9 * bound && Math.min(...w) < -0.9 * bound, 'U(±1/√fan_in)');
+      assert.notDeepEqual(w, ckpt.get('model.text_hidden_fcs.0.0.weight').float32());
+      assert.deepEqual(set.params.get('lm_head.weight')!.value, ckpt.get('lm_head.weight').float32());
+      const norm = reinitialize(set, ['transformer.layers.0.norm1'], 3);
+      assert.equal(norm.length, 2);
+      assert.ok(set.params.get('model.visual_model.mask_decoder.transformer.layers.0.norm1.weight')!.value.every((x) => x === 1));
+      assert.ok(set.params.get('model.visual_model.mask_decoder.transformer.layers.0.norm1.bias')!.value.every((x) => x === 0));
+    } finally { ckpt.close(); }
   });
 });
 
@@ -150,5 +197,30 @@ describe('lisa train --check-data', () => {
     const r = lisa('train', '--model', CKPT, '--vision-tower', CLIP, '--data', f, '--check-data');
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^lisa: .*malformed\.jsonl:2: "image" must be a path string\n$/);
+  });
+});
+
+describe('the product path after training: a generated [SEG] gives a mask', () => {
+  it('a tiny model trained to answer "[SEG]." generates it, and its mask equals the teacher-forced one', () => {
+    const one = join(tmp.path, 'one.jsonl'), run = join(tmp.path, 'seg-run'), merged = join(tmp.path, 'seg-merged');
+    const question = 'What is the red box in this image? Please output segmentation mask.';
+    writeFileSync(one, JSON.stringify({ image: join(INPUTS, 'synthetic.png'), question, answer: '[SEG].', masks: [polygons('synthetic.json')] }) + '\n');
+    const t = lisa('train', '--model', CKPT, '--vision-tower', CLIP, '--data', one, '--out', run, '--steps', '24', '--warmup', '1', '--lr', '1e-2', '--save-every', '24', '--batch-size', '1', '--cache-dir', CACHE);
+    assert.equal(t.code, 0, t.stderr);
+    assert.equal(lisa('merge', '--model', CKPT, '--checkpoint', run, '--out', merged).code, 0);
+    const seg = (extra: string[]): { text: string; masks: { rle: { counts: string }; width: number; height: number; score: number }[] } => {
+      const out = join(tmp.path, `seg-${extra.length}`);
+      const r = lisa('segment', '--model', merged, '--vision-tower', CLIP, '--image', join(INPUTS, 'synthetic.png'), '--query', question, '--max-new-tokens', '8', '--out', out, '--cache-dir', CACHE, ...extra);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(readFileSync(join(out, 'synthetic.json'), 'utf8')) as ReturnType<typeof seg>;
+    };
+    const generated = seg([]);
+    assert.match(generated.text, /^\[SEG\] ?\.?(<\/s>)?$/, `generated "${generated.text}"`);
+    assert.equal(generated.masks.length, 1);
+    assert.deepEqual([generated.masks[0]!.width, generated.masks[0]!.height], [321, 241]);
+    // The [SEG] hidden state is the same whether generated (KV cache) or teacher-forced: so is the mask.
+    const forced = seg(['--answer', '[SEG].']);
+    assert.equal(generated.masks[0]!.rle.counts, forced.masks[0]!.rle.counts);
+    assert.ok(Math.abs(generated.masks[0]!.score - forced.masks[0]!.score) < 1e-5, `IoU prediction ${generated.masks[0]!.score} vs ${forced.masks[0]!.score}`);
   });
 });

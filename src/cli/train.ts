@@ -13,11 +13,11 @@ import { clearProgress, loadModel, modelOptions, parseIntArg, type ModelCliOptio
 interface TrainCliOptions extends ModelCliOptions {
   config?: string; data?: string[]; dataWeights?: string; split?: string; out?: string; steps?: number; batchSize?: number; gradAccum?: number;
   lr?: string; explanatory?: string; warmup?: number; seed?: number; saveEvery?: number; stepsPerEpoch?: number; val?: string; valSplit?: string; valLimit?: number;
-  loraR?: number; loraAlpha?: string; loraDropout?: string; loraTargets?: string; trainable?: string; noLora?: boolean; checkData?: boolean;
+  loraR?: number; loraAlpha?: string; loraDropout?: string; loraTargets?: string; trainable?: string; reinit?: string; noLora?: boolean; checkData?: boolean;
 }
 
 /** The keys a --config JSON file may set (the flags' long names in camelCase); flags win over the file. */
-const CONFIG_KEYS = ['data', 'dataWeights', 'split', 'explanatory', 'steps', 'batchSize', 'gradAccum', 'lr', 'warmup', 'seed', 'saveEvery', 'stepsPerEpoch', 'val', 'valSplit', 'valLimit', 'loraR', 'loraAlpha', 'loraDropout', 'loraTargets', 'trainable', 'noLora'];
+const CONFIG_KEYS = ['data', 'dataWeights', 'split', 'explanatory', 'steps', 'batchSize', 'gradAccum', 'lr', 'warmup', 'seed', 'saveEvery', 'stepsPerEpoch', 'val', 'valSplit', 'valLimit', 'loraR', 'loraAlpha', 'loraDropout', 'loraTargets', 'trainable', 'reinit', 'noLora'];
 
 function readConfig(path: string): Partial<TrainCliOptions> {
   if (!existsSync(path)) throw new LisaError(`${path}: no such config file`);
@@ -80,6 +80,7 @@ export function registerTrain(program: Command): void {
     .option('--lora-dropout <x>', 'LoRA dropout (default 0.05)')
     .option('--lora-targets <names>', 'comma-separated Linear name parts that get LoRA (default q_proj,v_proj)')
     .option('--trainable <names>', 'comma-separated tensor name parts trained in full (default lm_head,embed_tokens,mask_decoder,text_hidden_fcs)')
+    .option('--reinit <names>', 'comma-separated name parts of trained tensors to start from random init (training from scratch, e.g. text_hidden_fcs,mask_decoder)')
     .option('--no-lora', 'no LoRA: only the --trainable tensors (full fine-tuning of a small model: --trainable model.,lm_head)')
     .option('--check-data', 'list every bad sample (missing image, empty mask, polygon outside the image, [SEG]/mask count) and exit')
     .action(async (flags: TrainCliOptions & { lora?: boolean }) => {
@@ -128,6 +129,7 @@ export function registerTrain(program: Command): void {
           out: o.out!, sources: sources.map((source, i) => ({ source, weight: weights[i]! })), steps,
           batchSize: o.batchSize ?? 2, gradAccum: o.gradAccum ?? 1, lr: num('--lr', o.lr, 3e-4), warmupSteps: o.warmup ?? 100, seed: o.seed ?? 42,
           saveEvery: o.saveEvery ?? 50, stepsPerEpoch: o.stepsPerEpoch ?? 500, spec,
+          ...(o.reinit ? { reinit: String(o.reinit).split(',').map((t) => t.trim()).filter(Boolean) } : {}),
           ...(o.val ? { val: { items: loadDataset('reasonseg', o.val, o.valSplit ?? 'val').items.slice(0, o.valLimit ?? Infinity), visionTower: o.visionTower ?? visionTowerDir(model) } } : {}),
           onMessage: (line) => process.stderr.write(`${line}\n`),
           shouldStop: () => stop,

@@ -162,12 +162,16 @@ rule('MatMulNBits', (g, n, [gy], w) => {
   const codes = inp(n, 1), scales = inp(n, 2);
   const kk = intAttr(n.attrs, 'K', 0), nn = intAttr(n.attrs, 'N', 0), bits = intAttr(n.attrs, 'bits', 4), bs = intAttr(n.attrs, 'block_size', 32);
   const blocks = Math.ceil(kk / bs);
+  // The codes and scales are constants, so onnxruntime would fold this whole dequantisation at session creation:
+  // every layer's fp32 weight at once (27 GB at 7B). OR-ing in a zero that exists only at run time keeps it lazy.
+  const live = g.cast(g.mul(g.dimOf(gy!, 0), g.ints([0])), 'uint8');
+  const packed = g.node('BitwiseOr', [codes, live])[0]!;
   let q: Value;
-  if (bits === 8) q = codes;
+  if (bits === 8) q = packed;
   else if (bits === 4) {
     // Two codes per byte, low nibble first along K.
-    const lo = g.node('BitwiseAnd', [codes, g.constant('uint8', [], [15])])[0]!;
-    const hi = g.node('BitShift', [codes, g.constant('uint8', [], [4])], { direction: attr.s('RIGHT') })[0]!;
+    const lo = g.node('BitwiseAnd', [packed, g.constant('uint8', [], [15])])[0]!;
+    const hi = g.node('BitShift', [packed, g.constant('uint8', [], [4])], { direction: attr.s('RIGHT') })[0]!;
     q = g.concat([g.unsqueeze(lo, [3]), g.unsqueeze(hi, [3])], 3);
   } else throw new Error(`MatMulNBits: gradient for ${bits}-bit codes is not written`);
   const centred = g.sub(g.cast(g.reshape(q, [nn, blocks, bs]), gy!.dtype), k(g, 2 ** (bits - 1), gy!));

@@ -96,7 +96,7 @@ function sumDims(a: Dim, b: Dim, ctx: ShapeContext): Dim {
 for (const op of ['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min']) {
   define(op, (ins) => [{ dtype: req(ins[0]!, op, 0).dtype, shape: broadcastShapes(op, req(ins[0]!, op, 0).shape, req(ins[1]!, op, 1).shape) }]);
 }
-for (const op of ['BitShift', 'BitwiseAnd']) {
+for (const op of ['BitShift', 'BitwiseAnd', 'BitwiseOr']) {
   define(op, (ins) => [{ dtype: req(ins[0]!, op, 0).dtype, shape: broadcastShapes(op, req(ins[0]!, op, 0).shape, req(ins[1]!, op, 1).shape) }]);
 }
 for (const op of ['Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual']) {

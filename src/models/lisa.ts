@@ -12,6 +12,7 @@ import { clipVisionHiddenStates } from './clip-vision.js';
 import { readClipConfig, readLisaConfig, type ClipPreprocessorConfig, type ClipVisionConfig, type LisaConfig } from './config.js';
 import { INT4, INT8, type QuantSpec } from '../graph/quantize.js';
 import { LlamaCausalLM, llamaLinearParams } from './llama-causal-lm.js';
+import { mmProjector } from './mm-projector.js';
 import { ModuleWeights } from './module.js';
 import { inferSamEncoderConfig, samImageEncoder, type SamEncoderConfig } from './sam/image-encoder.js';
 import { SamMaskHead } from './sam/mask-head.js';
@@ -170,7 +171,7 @@ export class LisaModel {
     const states = clipVisionHiddenStates(g, new ModuleWeights(this.clipCkpt, ''), c, px, allHidden ? n : select);
     const feats = g.slice(states[select]!, [1], [Number.MAX_SAFE_INTEGER], [1]);
     g.output(feats, 'image_features');
-    g.output(new ModuleWeights(this.ckpt, 'model').linear(g, feats, 'mm_projector'), 'mm_projector_out');
+    g.output(mmProjector(g, new ModuleWeights(this.ckpt, 'model'), feats), 'mm_projector_out');
     if (allHidden) g.output(g.concat(states, 0), 'hidden_states');
     return g;
   }

@@ -34,6 +34,8 @@ export interface TrainOptions {
   stepsPerEpoch: number;
   val?: { items: EvalItem[]; visionTower: string };
   spec: TrainSpec;
+  /** Trained tensors (name parts) to start from random init instead of the checkpoint. */
+  reinit?: readonly string[];
   maxGradNorm?: number;
   onStep?: (log: StepLog) => void;
   onMessage?: (line: string) => void;
@@ -70,6 +72,41 @@ export function initLora(set: TrainingSet, seed: number): void {
   }
 }
 
+/**
+ * Training from scratch, part by part: every trained tensor whose name contains one of `parts` gets PyTorch's
+ * default init for its kind (Linear/conv weights kaiming_uniform(a=√5) = U(±1/√fan_in), their biases U(±1/√fan_in),
+ * norm weights 1 and biases 0, embeddings and learned tokens N(0, 1)) from the run's seeded generator — e.g.
+ * `text_hidden_fcs`, as train_ds.py's initialize_lisa_modules() re-creates it for a LLaVA base.
+ */
+export function reinitialize(set: TrainingSet, parts: readonly string[], seed: number): string[] {
+  const done: string[] = [];
+  for (const p of set.list()) {
+    if (!parts.some((s) => p.name.includes(s)) || p.name.includes('.lora_')) continue;
+    const rand = mulberry32(seedOf(seed, 'init', p.name));
+    const uniform = (bound: number): void => { for (let i = 0; i < p.value.length; i++) p.value[i] = Math.fround((2 * rand() - 1) * bound); };
+    const leaf = p.name.split('.').pop()!, owner = p.name.slice(0, -leaf.length - 1);
+    const isNorm = /norm|ln_|layernorm|output_upscaling\.1\b/.test(owner);
+    if (p.shape.length >= 2 && /embed|_token\b|tokens\b|embedding/.test(owner)) {
+      for (let i = 0; i < p.value.length; i += 2) {
+        const u = Math.max(rand(), 1e-12), v = rand(), r = Math.sqrt(-2 * Math.log(u));
+        p.value[i] = Math.fround(r * Math.cos(2 * Math.PI * v));
+        if (i + 1 < p.value.length) p.value[i + 1] = Math.fround(r * Math.sin(2 * Math.PI * v));
+      }
+    } else if (p.shape.length >= 2) {
+      // nn.Linear [out, in]: fan_in = in; ConvTranspose2d [in, out, k, k]: torch's fan_in is size(1)·k·k.
+      const fanIn = p.shape.length === 2 ? p.shape[1]! : p.shape[1]! * p.shape.slice(2).reduce((a, b) => a * b, 1);
+      uniform(1 / Math.sqrt(fanIn));
+    } else if (isNorm) p.value.fill(leaf === 'weight' ? 1 : 0);
+    else {
+      const w = set.params.get(`${owner}.weight`);
+      const fanIn = !w ? 0 : w.shape.length === 2 ? w.shape[1]! : w.shape[1]! * w.shape.slice(2).reduce((a, b) => a * b, 1);
+      if (fanIn) uniform(1 / Math.sqrt(fanIn)); else p.value.fill(0);
+    }
+    done.push(p.name);
+  }
+  return done;
+}
+
 /** The examples of one micro-batch: a source by the mixture's weights (dataset.py's np.random.choice), then a random image. */
 export async function sampleMicroBatch(sources: TrainOptions['sources'], batchSize: number, rand: () => number): Promise<TrainExample[]> {
   const total = sources.reduce((n, s) => n + s.weight, 0);
@@ -100,6 +137,7 @@ export async function train(model: LisaModel, opts: TrainOptions): Promise<RunSt
   const settings = {
     model: model.dir, spec: opts.spec, steps: opts.steps, batchSize: opts.batchSize, gradAccum: opts.gradAccum, lr: opts.lr, warmupSteps: opts.warmupSteps, seed: opts.seed,
     data: opts.sources.map((s) => ({ name: s.source.name, length: s.source.length, weight: s.weight })), precision: model.precision,
+    reinit: opts.reinit ?? [],
   };
   let state: RunState = { step: 0, settings, best: null };
   const latest = latestCheckpoint(out);
@@ -117,6 +155,11 @@ export async function train(model: LisaModel, opts: TrainOptions): Promise<RunSt
     opts.onMessage?.(`resuming from ${latest} (step ${state.step} of ${opts.steps})`);
   } else {
     initLora(set, opts.seed);
+    if (opts.reinit?.length) {
+      const n = reinitialize(set, opts.reinit, opts.seed);
+      if (n.length === 0) throw new LisaError(`--reinit ${opts.reinit.join(',')}: no trained tensor has such a name`);
+      opts.onMessage?.(`random init for ${n.length} trained tensors (${opts.reinit.join(', ')})`);
+    }
     rmSync(logPath, { force: true });
   }
   const engine = new GradientEngine(model, set);
