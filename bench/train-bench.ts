@@ -23,18 +23,23 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 
 /** Times the forward alone (the same graph before autodiff) and the whole step; FLOPs from the forward's products. */
 async function measure(model: LisaModel, set: TrainingSet, batch: TrainBatch, reps: number): Promise<{ fwd: number; step: number; optim: number; flops: number; build: number }> {
+  const say = (m: string): void => { process.stderr.write(`# train bench: ${m} (${(process.memoryUsage().rss / 2 ** 30).toFixed(2)} GiB RSS)\n`); };
   const rows = imageRows(model);
   const fwd = buildTrainForward(model, set, prepareBatch(model, batch, rows).structure, rows);
   const flops = graphFlops(fwd.graph); // the forward's products, counted before any gradient node exists
   const forward = new GradientEngine(model, set);
+  say('forward session');
   await forward.compute(batch, { backward: false });
+  say('forward built and run');
   const tf: number[] = [];
   for (let i = 0; i < reps; i++) { const t = now(); await forward.compute(batch, { backward: false }); tf.push(now() - t); }
   await forward.release();
+  say('forward measured');
   const engine = new GradientEngine(model, set);
   let t = now();
   await engine.compute(batch); // builds the forward + backward session
   const build = now() - t;
+  say(`forward + backward session built and run in ${build.toFixed(1)} s`);
   const ts: number[] = [], to: number[] = [];
   const adam = new AdamW();
   for (let i = 0; i < reps; i++) {

@@ -163,8 +163,10 @@ rule('MatMulNBits', (g, n, [gy], w) => {
   const kk = intAttr(n.attrs, 'K', 0), nn = intAttr(n.attrs, 'N', 0), bits = intAttr(n.attrs, 'bits', 4), bs = intAttr(n.attrs, 'block_size', 32);
   const blocks = Math.ceil(kk / bs);
   // The codes and scales are constants, so onnxruntime would fold this whole dequantisation at session creation:
-  // every layer's fp32 weight at once (27 GB at 7B). OR-ing in a zero that exists only at run time keeps it lazy.
-  const live = g.cast(g.mul(g.dimOf(gy!, 0), g.ints([0])), 'uint8');
+  // every layer's fp32 weight at once (27 GB at 7B). OR-ing in a zero computed from gy's values (x > x is false
+  // for every x, NaN included; a shape would be folded too) keeps it lazy: one layer's weight at a time.
+  const first = g.slice(g.reshape(gy!, [-1]), [0], [1], [0]);
+  const live = g.cast(g.greater(first, first), 'uint8');
   const packed = g.node('BitwiseOr', [codes, live])[0]!;
   let q: Value;
   if (bits === 8) q = packed;

@@ -97,7 +97,7 @@ export class Engine {
    * onnxruntime's memory patterns stay off (they are planned and kept per input shape, and a KV-cache decoder
    * sees a new shape every token).
    */
-  async load(graph: Graph, opts: { memoryArena?: boolean } = {}): Promise<EngineSession> {
+  async load(graph: Graph, opts: { memoryArena?: boolean; prepack?: boolean } = {}): Promise<EngineSession> {
     const { dir } = this.compile(graph);
     const session = await ort.InferenceSession.create(join(dir, 'model.onnx'), {
       intraOpNumThreads: this.threads,
@@ -109,7 +109,7 @@ export class Engine {
       // Warnings only about initializers the optimiser dropped (constants a gradient rule made and folded away).
       logSeverityLevel: 3,
       ...(this.profilePrefix ? { enableProfiling: true, profileFilePrefix: this.profilePrefix } : {}),
-      ...(this.prepack ? {} : { extra: { session: { disable_prepacking: '1' } } }),
+      ...((opts.prepack ?? this.prepack) ? {} : { extra: { session: { disable_prepacking: '1' } } }),
       executionProviders: this.executionProviders,
     });
     return new EngineSession(graph.name, session, graph.inputs, graph.outputs);

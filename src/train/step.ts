@@ -76,7 +76,10 @@ export class GradientEngine {
         g.output(fwd.lowResMasks, 'low_res_masks');
         fwd.predMasks.forEach((v, i) => g.output(v, `pred_masks_${i}`));
       }
-      return { graphParams, make: () => this.model.engine.load(g) };
+      // A quantised base is kept unpacked when gradients flow through it: its codes are read by the backward's
+      // dequantisation anyway, and a prepacked copy beside them would double the base's memory (4.9 GB at 7B).
+      const prepack = !(withBackward && this.model.llm.quant);
+      return { graphParams, make: () => this.model.engine.load(g, { prepack }) };
     });
     const feeds: Record<string, HostTensor> = { ...prep.feeds };
     feeds.embed_rows = f32([prep.tokenIds.length, this.model.config.llama.hiddenSize], this.embedRows(prep.tokenIds));
