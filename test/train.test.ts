@@ -208,7 +208,7 @@ describe('the product path after training: a generated [SEG] gives a mask', () =
     const t = lisa('train', '--model', CKPT, '--vision-tower', CLIP, '--data', one, '--out', run, '--steps', '24', '--warmup', '1', '--lr', '1e-2', '--save-every', '24', '--batch-size', '1', '--cache-dir', CACHE);
     assert.equal(t.code, 0, t.stderr);
     assert.equal(lisa('merge', '--model', CKPT, '--checkpoint', run, '--out', merged).code, 0);
-    const seg = (extra: string[]): { text: string; masks: { rle: { counts: string }; width: number; height: number; score: number }[] } => {
+    const seg = (extra: string[]): { text: string; masks: { rle: { counts: string; size: [number, number] }; score: number }[] } => {
       const out = join(tmp.path, `seg-${extra.length}`);
       const r = lisa('segment', '--model', merged, '--vision-tower', CLIP, '--image', join(INPUTS, 'synthetic.png'), '--query', question, '--max-new-tokens', '8', '--out', out, '--cache-dir', CACHE, ...extra);
       assert.equal(r.code, 0, r.stderr);
@@ -217,7 +217,7 @@ describe('the product path after training: a generated [SEG] gives a mask', () =
     const generated = seg([]);
     assert.match(generated.text, /^\[SEG\] ?\.?(<\/s>)?$/, `generated "${generated.text}"`);
     assert.equal(generated.masks.length, 1);
-    assert.deepEqual([generated.masks[0]!.width, generated.masks[0]!.height], [321, 241]);
+    assert.deepEqual(generated.masks[0]!.rle.size, [241, 321]);
     // The [SEG] hidden state is the same whether generated (KV cache) or teacher-forced: so is the mask.
     const forced = seg(['--answer', '[SEG].']);
     assert.equal(generated.masks[0]!.rle.counts, forced.masks[0]!.rle.counts);
