@@ -112,3 +112,26 @@ describe('training data sources', () => {
     assert.equal(mask.reduce((a, b) => a + b, 0), 25);
   });
 });
+
+describe('refer_seg training data', () => {
+  it('refCOCO train split: up to 3 sentences of the image, short template, the referred masks', async () => {
+    const { copyFileSync, readFileSync } = await import('node:fs');
+    const { ReferSegSource } = await import('../src/train/data/datasets.js');
+    const { pickleDump, SHARED } = await import('./helpers.js');
+    const root = join(tmp.path, 'refer');
+    mkdirSync(join(root, 'refcoco'), { recursive: true });
+    mkdirSync(join(root, 'images', 'mscoco', 'images', 'train2014'), { recursive: true });
+    copyFileSync(join(SHARED, 'data', 'coco_39769_cats', '000000039769.png'), join(root, 'images', 'mscoco', 'images', 'train2014', 'x.png'));
+    const anns = JSON.parse(readFileSync(join(SHARED, 'data', 'coco_39769_cats', 'coco_annotations.json'), 'utf8')) as { id: number; category_id: number }[];
+    const cats = anns.filter((a) => a.category_id === 17);
+    writeFileSync(join(root, 'refcoco', 'instances.json'), JSON.stringify({ images: [{ id: 1, file_name: 'x.png', width: 640, height: 480 }], annotations: anns }));
+    writeFileSync(join(root, 'refcoco', 'refs(unc).p'), pickleDump([
+      { ref_id: 0, ann_id: cats[0]!.id, image_id: 1, split: 'train', sentences: [{ sent: 'The Cat On The LEFT', sent_id: 0 }] },
+      { ref_id: 1, ann_id: cats[1]!.id, image_id: 1, split: 'val', sentences: [{ sent: 'right cat', sent_id: 1 }] },
+    ]));
+    const ex = new ReferSegSource(root, 'refcoco').example(0, mulberry32(5));
+    assert.equal(ex.conversations.length, 1, 'only the train split');
+    assert.match(questions(ex)[0]!, shortQuestion('the cat on the left'));
+    assert.ok((await masks(ex, 480, 640))[0]! > 1000);
+  });
+});

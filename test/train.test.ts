@@ -224,3 +224,24 @@ describe('the product path after training: a generated [SEG] gives a mask', () =
     assert.ok(Math.abs(generated.masks[0]!.score - forced.masks[0]!.score) < 1e-5, `IoU prediction ${generated.masks[0]!.score} vs ${forced.masks[0]!.score}`);
   });
 });
+
+describe('lisa train on the real-image sanity set, validated each epoch', () => {
+  it('trains on ../shared/data (VOC, COCO, labelme as ReasonSeg layout), its loss falls, and validation gIoU is logged', () => {
+    const sanity = join(tmp.path, 'sanity'), run = join(tmp.path, 'sanity-run');
+    const s = lisa('sanity-set', '--out', sanity, '--data', join(FIXTURES, '..', 'data'));
+    assert.equal(s.code, 0, s.stderr);
+    const r = lisa('train', '--model', CKPT, '--vision-tower', CLIP, '--data', sanity, '--split', 'val', '--out', run, '--steps', '8', '--warmup', '1',
+      '--lr', '3e-3', '--save-every', '4', '--steps-per-epoch', '4', '--val', sanity, '--val-split', 'val', '--val-limit', '2', '--cache-dir', CACHE, '--seed', '3');
+    assert.equal(r.code, 0, r.stderr);
+    const log = readLog(run) as (Log & { val_giou?: number })[];
+    assert.equal(log.length, 8);
+    const mean = (xs: Log[]): number => xs.reduce((a, l) => a + l.loss, 0) / xs.length;
+    assert.ok(mean(log.slice(6)) < mean(log.slice(0, 2)), `loss ${log.map((l) => l.loss.toFixed(3)).join(' → ')}`);
+    const vals = log.filter((l) => l.val_giou !== undefined);
+    assert.deepEqual(vals.map((l) => l.step), [4, 8]);
+    for (const v of vals) assert.ok(v.val_giou! >= 0 && v.val_giou! <= 1);
+    const state = JSON.parse(readFileSync(join(run, 'checkpoint-8', 'state.json'), 'utf8')) as { best: { step: number } | null };
+    assert.ok(state.best && [4, 8].includes(state.best.step));
+    assert.ok(existsSync(join(run, `checkpoint-${state.best.step}`)), 'the best checkpoint is kept');
+  });
+});

@@ -37,7 +37,7 @@ function num(name: string, v: string | number | undefined, dflt: number, min = 0
   return n;
 }
 
-const KINDS = ['jsonl', 'reasonseg', 'ade20k', 'cocostuff', 'mapillary', 'paco_lvis', 'pascal_part', 'refcoco', 'refcoco+', 'refcocog', 'vqa'] as const;
+const KINDS = ['jsonl', 'reasonseg', 'ade20k', 'cocostuff', 'mapillary', 'paco_lvis', 'pascal_part', 'refcoco', 'refcoco+', 'refcocog', 'refclef', 'vqa'] as const;
 
 /** `PATH` (a .jsonl file or a ReasonSeg-layout folder) or `KIND:DATASET_DIR` for LISA's other datasets. */
 function sourceFor(spec: string, split: string, explanatory: number): TrainSource {

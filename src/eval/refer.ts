@@ -33,10 +33,11 @@ function plain(v: unknown): unknown {
 }
 
 export const REFER_SPLITS: Record<string, { splitBy: string; splits: string[] }> = {
-  refcoco: { splitBy: 'unc', splits: ['val', 'testA', 'testB'] },
-  'refcoco+': { splitBy: 'unc', splits: ['val', 'testA', 'testB'] },
-  refcocog: { splitBy: 'umd', splits: ['val', 'test'] },
-  grefcoco: { splitBy: 'unc', splits: ['val', 'testA', 'testB'] },
+  refcoco: { splitBy: 'unc', splits: ['train', 'val', 'testA', 'testB'] },
+  'refcoco+': { splitBy: 'unc', splits: ['train', 'val', 'testA', 'testB'] },
+  refcocog: { splitBy: 'umd', splits: ['train', 'val', 'test'] },
+  refclef: { splitBy: 'unc', splits: ['train', 'val', 'testA', 'testB', 'testC'] },
+  grefcoco: { splitBy: 'unc', splits: ['train', 'val', 'testA', 'testB'] },
 };
 
 /** REFER.getRefIds(split=…): testA/testB match by letter, "test" by substring, train/val exactly. */
@@ -79,7 +80,9 @@ export function loadRefer(root: string, dataset: string, split: string): ReferIm
   for (const [id, queries] of [...byImage].sort((a, b) => a[0] - b[0])) {
     const img = images.get(id);
     if (!img) throw new LisaError(`${dir}: image ${id} is referred to but not in instances.json`);
-    out.push({ id, file: join(root, 'images', 'mscoco', 'images', 'train2014', img.file_name), width: img.width, height: img.height, queries });
+    // refclef's images are the SAIAPR TC-12 photos; the others are COCO train2014 (refer_seg_dataset.py).
+    const imageDir = dataset === 'refclef' ? join(root, 'images', 'saiapr_tc-12') : join(root, 'images', 'mscoco', 'images', 'train2014');
+    out.push({ id, file: join(imageDir, img.file_name), width: img.width, height: img.height, queries });
   }
   return out;
 }
