@@ -65,3 +65,26 @@ describe('lisa train-step', () => {
     assert.match(b.stderr, /^lisa: .*manifest\.json: no variant "other" \(has nodrop, drop, peftinit_nodrop\)\n$/);
   });
 });
+
+describe('usage errors exit 2 with one line; --version', () => {
+  it('bad option values, a thread count above the cores, eval without --model', () => {
+    const model = join(FIXTURES, 'lisa-tiny', 'checkpoint');
+    const cases: [string[], RegExp][] = [
+      [['segment', '--model', model, '--image', 'x.png', '--query', 'q', '--precision', 'int3'], /--precision.*int3.*Allowed choices are auto, fp32, int8, int4/],
+      [['segment', '--model', model, '--image', 'x.png', '--query', 'q', '--sam-precision', 'fp16'], /--sam-precision.*fp16/],
+      [['segment', '--model', model, '--image', 'x.png', '--query', 'q', '--threads', '1000'], /--threads must be at most \d+, got "1000"/],
+      [['eval', '--model', model, '--data', '.', '--dataset', 'foo'], /--dataset.*foo.*Allowed choices are reasonseg/],
+      [['eval', '--model', model, '--data', '.', '--dataset', 'reasonseg', '--protocol', 'fast'], /--protocol.*fast/],
+      [['eval', '--data', '.', '--dataset', 'reasonseg'], /--model is required/],
+    ];
+    for (const [args, re] of cases) {
+      const r = lisa(...args);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, re);
+      assert.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
+    }
+    const v = lisa('--version');
+    assert.equal(v.code, 0);
+    assert.match(v.stdout, /^\d+\.\d+\.\d+\n$/);
+  });
+});

@@ -59,3 +59,23 @@ describe('COCO RLE (pycocotools)', () => {
     assert.equal(maskPolygons(mask(['###', '#.#', '###'])).length, 1);
   });
 });
+
+describe('encodeRle on what the library returns', () => {
+  it('takes a segment result mask ({ width, height, mask }) and refuses a malformed one with a clear error', async () => {
+    const { encodeRle } = await import('../src/image/mask-encoding.js');
+    const { LisaError } = await import('../src/errors.js');
+    const mask = Uint8Array.from([0, 1, 1, 0, 0, 1]);
+    assert.deepEqual(encodeRle({ width: 3, height: 2, mask }), encodeRle({ width: 3, height: 2, data: mask }));
+    assert.throws(() => encodeRle({ width: 4, height: 2, mask }), (e: unknown) => e instanceof LisaError && /4x2 = 8 pixels/.test(e.message));
+  });
+});
+
+describe('generation options are checked', () => {
+  it('maxNewTokens, temperature and topP outside their ranges are one clear error', async () => {
+    const { checkGenerateOptions } = await import('../src/inference/generate.js');
+    assert.throws(() => checkGenerateOptions({ maxNewTokens: -5 }), /maxNewTokens must be an integer >= 1, got -5/);
+    assert.throws(() => checkGenerateOptions({ sampling: { temperature: 0.7, topP: 2, seed: 1 } }), /topP must be in \(0, 1\], got 2/);
+    assert.throws(() => checkGenerateOptions({ sampling: { temperature: -1, topP: 0.9, seed: 1 } }), /temperature must be a number >= 0/);
+    checkGenerateOptions({ maxNewTokens: 3, sampling: { temperature: 0, topP: 1, seed: 0 } });
+  });
+});

@@ -1,26 +1,31 @@
-import { InvalidArgumentError, type Command } from 'commander';
+import { availableParallelism } from 'node:os';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { LisaError } from '../errors.js';
 import { LisaModel, type LisaLoadOptions } from '../models/lisa.js';
 
 export interface ModelCliOptions { model: string; visionTower?: string; threads?: number; cacheDir?: string; precision?: 'auto' | 'fp32' | 'int8' | 'int4'; samPrecision?: 'fp32' | 'int8'; lowMemory?: boolean }
 
-export function parseIntArg(name: string, min = 0): (v: string) => number {
+export function parseIntArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER): (v: string) => number {
   return (v: string) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got "${v}"`);
+    if (n > max) throw new InvalidArgumentError(`${name} must be at most ${max}, got "${v}"`);
     return n;
   };
 }
+
+/** --threads: at most the machine's cores (more only oversubscribes them: a 1000-thread run was 150× slower). */
+export const parseThreads = parseIntArg('--threads', 1, availableParallelism());
 
 /** --model, --vision-tower, --threads, --cache-dir: shared by every command that runs the model. */
 export function modelOptions(cmd: Command): Command {
   return cmd
     .requiredOption('--model <dir>', 'LISA checkpoint folder (released layout: config.json, weights, tokenizer)')
     .option('--vision-tower <dir>', 'CLIP vision tower folder (openai/clip-vit-large-patch14 layout); default: found from config.json beside the model')
-    .option('--threads <n>', 'onnxruntime threads (default: all cores)', parseIntArg('--threads', 1))
+    .option('--threads <n>', 'onnxruntime threads (default: all cores)', parseThreads)
     .option('--cache-dir <dir>', 'compiled-graph cache (default: $LISA_CACHE or ~/.cache/lisa-ts)')
-    .option('--precision <p>', 'LLM linear layers: auto (int4 above 1B parameters), fp32, int8 or int4', 'auto')
-    .option('--sam-precision <p>', "SAM image encoder Linear layers: fp32 (official numbers) or int8 (faster, masks differ slightly)", 'fp32')
+    .addOption(new Option('--precision <p>', 'LLM linear layers: auto (int4 above 1B parameters), fp32, int8 or int4').choices(['auto', 'fp32', 'int8', 'int4']).default('auto'))
+    .addOption(new Option('--sam-precision <p>', 'SAM image encoder Linear layers: fp32 (official numbers) or int8 (faster, masks differ slightly)').choices(['fp32', 'int8']).default('fp32'))
     .option('--low-memory', 'close CLIP and the SAM image encoder after each image (~3 GiB less beside a 7B LLM; each new image reopens them)');
 }
 

@@ -1,11 +1,11 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { LisaError } from '../errors.js';
 import { DATASETS, loadDataset } from '../eval/datasets.js';
 import { runEval, type Protocol } from '../eval/runner.js';
 import { buildSanitySet } from '../eval/sanity-set.js';
 import { pct } from '../eval/metrics.js';
-import { loadModel, parseIntArg, type ModelCliOptions } from './common.js';
+import { loadModel, parseIntArg, parseThreads, type ModelCliOptions } from './common.js';
 
 interface EvalCliOptions extends Partial<ModelCliOptions> { data: string; dataset: string; split: string; protocol: string; limit?: number; out: string; predictions?: string; maxNewTokens?: number }
 
@@ -15,21 +15,19 @@ export function registerEval(program: Command): void {
     .description('evaluate on ReasonSeg / refCOCO(+/g) / gRefCOCO with the official metrics (gIoU, cIoU); resumable')
     .option('--model <dir>', 'LISA checkpoint folder (not needed with --predictions)')
     .option('--vision-tower <dir>', 'CLIP vision tower folder')
-    .option('--threads <n>', 'onnxruntime threads', parseIntArg('--threads', 1))
+    .option('--threads <n>', 'onnxruntime threads', parseThreads)
     .option('--cache-dir <dir>', 'compiled-graph cache')
     .requiredOption('--data <dir>', 'dataset root (ReasonSeg: folder with <split>/; refer: folder with <dataset>/ and images/)')
-    .requiredOption('--dataset <name>', `one of ${DATASETS.join(', ')}`)
+    .addOption(new Option('--dataset <name>', 'the benchmark').choices([...DATASETS]).makeOptionMandatory())
     .option('--split <name>', 'split (ReasonSeg: val/test/train; refcoco(+): val/testA/testB; refcocog: val/test)', 'val')
-    .option('--protocol <p>', 'teacher-forced (the official validate) or generate (chat template + greedy)', 'teacher-forced')
+    .addOption(new Option('--protocol <p>', 'teacher-forced (the official validate) or generate (chat template + greedy)').choices(['teacher-forced', 'generate']).default('teacher-forced'))
     .option('--limit <n>', 'only the first N images', parseIntArg('--limit', 1))
     .option('--out <dir>', 'results.jsonl (appended per query; rerun to resume), report.json, report.md', 'eval-out')
     .option('--predictions <dir>', 'score masks another model wrote: <query id>.png per query (non-zero = object)')
     .option('--max-new-tokens <n>', 'generate protocol: tokens per answer (default 512)', parseIntArg('--max-new-tokens', 1))
     .action(async (o: EvalCliOptions) => {
-      if (!(DATASETS as readonly string[]).includes(o.dataset)) throw new LisaError(`--dataset must be one of ${DATASETS.join(', ')}, got "${o.dataset}"`);
       const protocol: Protocol = o.predictions ? 'predictions' : (o.protocol as Protocol);
-      if (!o.predictions && protocol !== 'teacher-forced' && protocol !== 'generate') throw new LisaError(`--protocol must be teacher-forced or generate, got "${o.protocol}"`);
-      if (!o.predictions && !o.model) throw new LisaError('--model is required (or --predictions DIR to score existing masks)');
+      if (!o.predictions && !o.model) throw new LisaError('--model is required (or --predictions DIR to score existing masks)', 2);
       const { items } = loadDataset(o.dataset, o.data, o.split);
       const model = o.model && !o.predictions ? loadModel(o as ModelCliOptions) : null;
       const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: 'eval [{bar}] {value}/{total} queries | {rate}/s | ETA {eta_formatted}', hideCursor: true }, cliProgress.Presets.shades_classic) : null;

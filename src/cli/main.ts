@@ -1,3 +1,6 @@
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { LisaError } from '../errors.js';
 import { registerChat } from './chat.js';
@@ -11,11 +14,17 @@ import { registerTrainStep } from './train-step.js';
 import { registerTrain } from './train.js';
 import { registerMerge } from './merge.js';
 
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'package.json'), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
 /** Exit codes: 0 success, 1 runtime error (bad file, bad model), 2 usage error. */
 export async function main(argv: readonly string[]): Promise<number> {
   const program = new Command()
     .name('lisa')
     .description('LISA reasoning segmentation in TypeScript: inspect checkpoints, run and evaluate the model')
+    .version(packageVersion(), '--version', 'print the lisa-ts version')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 

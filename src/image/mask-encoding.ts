@@ -60,8 +60,17 @@ export function stringToCounts(s: string): number[] {
   return counts;
 }
 
-export function encodeRle(m: BinaryMask): CocoRle {
-  return { size: [m.height, m.width], counts: countsToString(rleCounts(m)) };
+/**
+ * pycocotools' encode for one mask. Takes a BinaryMask or a segment result's mask (`{ width, height, mask }`), and
+ * checks it: a wrong shape is one clear error, not a TypeError deep inside.
+ */
+export function encodeRle(m: BinaryMask | { width: number; height: number; mask: Uint8Array }): CocoRle {
+  const data = 'data' in m ? m.data : (m as { mask?: unknown }).mask;
+  const { width, height } = m;
+  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 0 || height < 0) throw new LisaError(`encodeRle: width and height must be non-negative integers, got ${width}x${height}`);
+  if (!(data instanceof Uint8Array) || data.length !== width * height) throw new LisaError(`encodeRle: expected a Uint8Array of ${width}x${height} = ${width * height} pixels as "data" or "mask"`);
+  const b: BinaryMask = { width, height, data };
+  return { size: [height, width], counts: countsToString(rleCounts(b)) };
 }
 
 /** Decodes a COCO RLE (compressed string or uncompressed count list) back to a mask. */

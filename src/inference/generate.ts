@@ -1,3 +1,4 @@
+import { LisaError } from '../errors.js';
 import type { LlamaCausalLM } from '../models/llama-causal-lm.js';
 import { llmForward, type KvCache, type LlmStep } from './llm.js';
 
@@ -18,6 +19,17 @@ export interface GenerateOptions {
   onToken?: (id: number, index: number) => void;
   /** Keep each step's last-position logits (for debugging and the parity fixtures). */
   keepStepLogits?: boolean;
+}
+
+/** Library callers get one clear error for an impossible setting instead of a silent clamp. */
+export function checkGenerateOptions(opts: GenerateOptions): void {
+  const m = opts.maxNewTokens;
+  if (m !== undefined && !(Number.isInteger(m) && m >= 1)) throw new LisaError(`maxNewTokens must be an integer >= 1, got ${m}`);
+  const sp = opts.sampling;
+  if (!sp) return;
+  if (!(Number.isFinite(sp.temperature) && sp.temperature >= 0)) throw new LisaError(`temperature must be a number >= 0, got ${sp.temperature}`);
+  if (!(Number.isFinite(sp.topP) && sp.topP > 0 && sp.topP <= 1)) throw new LisaError(`topP must be in (0, 1], got ${sp.topP}`);
+  if (!Number.isInteger(sp.seed)) throw new LisaError(`seed must be an integer, got ${sp.seed}`);
 }
 
 export interface Generation {
@@ -74,6 +86,7 @@ export async function generate(lm: LlamaCausalLM, prefill: LlmStep, promptLength
   const c = lm.config;
   const h = c.hiddenSize, v = c.vocabSize;
   const max = opts.maxNewTokens ?? 512;
+  checkGenerateOptions(opts);
   const rand = opts.sampling ? mulberry32(opts.sampling.seed) : null;
   const tokens: number[] = [];
   const producer: Float32Array[] = [];
