@@ -93,6 +93,19 @@ describe('Lisa library API on the tiny checkpoint', () => {
     assert.notDeepEqual(a.tokens, c.tokens);
   });
 
+  it('an aborted signal stops the answer (Ctrl-C in chat), and the chat goes on afterwards', async () => {
+    const chat = lisa.chat();
+    await chat.setImage(join(GOLDEN, 'inputs', 'truck.jpg'));
+    const ac = new AbortController();
+    let deltas = 0;
+    const r = await chat.ask('What is in the picture?', { maxNewTokens: 12, onText: () => { if (++deltas === 2) ac.abort(); }, signal: ac.signal });
+    assert.equal(r.stopped, 'cancelled');
+    assert.ok(r.tokens.length >= 2 && r.tokens.length < 12, `${r.tokens.length} tokens`);
+    const next = await chat.ask('And now?', { maxNewTokens: 3 });
+    assert.equal(next.stopped, 'max_new_tokens');
+    assert.equal(chat.messages.length, 4);
+  });
+
   it('runs SAM point and box prompts alone and together with a question', async () => {
     const p = await lisa.segment(TRUCK, '', { points: [{ x: 900, y: 600, label: 1 }] });
     assert.equal(p.masks.length, 1);

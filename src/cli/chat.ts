@@ -4,7 +4,7 @@ import { LisaError } from '../errors.js';
 import { decodeImage, type RgbImage } from '../image/decode.js';
 import type { SegmentResult } from '../inference/chat.js';
 import { Lisa } from '../inference/lisa.js';
-import { loadOptions, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
+import { endProgress, loadOptions, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 import { resultJson, resultName, writeResult } from './output.js';
 
 interface ChatCliOptions extends ModelCliOptions { image?: string; maxNewTokens?: number }
@@ -32,8 +32,20 @@ export function registerChat(program: Command): void {
       try {
         if (o.image) await setImage(o.image);
         out(`${HELP}\n`);
-        const rl = createInterface({ input: process.stdin, terminal: process.stdin.isTTY });
-        if (process.stdin.isTTY) { rl.setPrompt('> '); rl.prompt(); }
+        const tty = process.stdin.isTTY && process.stdout.isTTY;
+        // With an output stream readline shows the prompt and echoes what is typed.
+        const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: tty });
+        endProgress();
+        // Ctrl-C: stops the answer being generated; at the prompt, a second one quits. (Without a listener
+        // readline pauses its input on SIGINT, and the chat would hang.)
+        let answering: AbortController | null = null, interrupts = 0;
+        rl.on('SIGINT', () => {
+          if (answering) { answering.abort(); return; }
+          if (++interrupts >= 2) { rl.close(); return; }
+          out('\n(Ctrl-C again or /quit to leave)\n');
+          rl.prompt();
+        });
+        if (tty) { rl.setPrompt('> '); rl.prompt(); }
         for await (const raw of rl) {
           const line = raw.trim();
           try {
@@ -56,8 +68,12 @@ export function registerChat(program: Command): void {
             } else {
               if (!chat.hasImage) throw new LisaError('no image yet: /image FILE first');
               out('ASSISTANT: ');
-              const r = await chat.ask(line, { ...(o.maxNewTokens ? { maxNewTokens: o.maxNewTokens } : {}), onText: out });
-              out('\n');
+              answering = new AbortController();
+              let r: SegmentResult;
+              try {
+                r = await chat.ask(line, { ...(o.maxNewTokens ? { maxNewTokens: o.maxNewTokens } : {}), onText: out, signal: answering.signal });
+              } finally { answering = null; }
+              out(r.stopped === 'cancelled' ? ' (stopped)\n' : '\n');
               r.masks.forEach((m, i) => out(`[mask ${i}: area ${m.area} px, bbox [${m.bbox.join(', ')}], score ${m.score.toFixed(3)}]\n`));
               last = { question: line, result: r };
             }
@@ -65,7 +81,8 @@ export function registerChat(program: Command): void {
             if (!(e instanceof LisaError)) throw e;
             process.stderr.write(`lisa: ${e.message}\n`);
           }
-          if (process.stdin.isTTY) rl.prompt();
+          interrupts = 0;
+          if (tty) rl.prompt();
         }
         rl.close();
       } finally {

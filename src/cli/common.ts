@@ -41,7 +41,7 @@ export function loadOptions(o: ModelCliOptions): LisaLoadOptions {
     ...(o.precision ? { precision: o.precision } : {}),
     ...(o.samPrecision ? { samPrecision: o.samPrecision } : {}),
     ...(o.lowMemory ? { keepVisionSessions: false } : {}),
-    ...(process.stderr.isTTY ? { onProgress: (s: string) => process.stderr.write(`\r\x1b[K${s}…`) } : {}),
+    ...(process.stderr.isTTY ? { onProgress: showProgress } : {}),
   };
 }
 
@@ -49,6 +49,22 @@ export function loadModel(o: ModelCliOptions): LisaModel {
   return LisaModel.load(o.model, loadOptions(o));
 }
 
+/**
+ * One status line on stderr while models load and graphs build. It shares the terminal line with stdout, so it is
+ * cleared before an answer streams there (clearing it later would wipe the answer), and stays quiet after.
+ */
+let progressShown = false, progressDone = false;
+function showProgress(s: string): void {
+  if (progressDone) return;
+  process.stderr.write(`\r\x1b[K${s}…`);
+  progressShown = true;
+}
 export function clearProgress(): void {
-  if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+  if (progressShown && process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+  progressShown = false;
+}
+/** Clears the status line for good: output to the terminal follows. */
+export function endProgress(): void {
+  clearProgress();
+  progressDone = true;
 }

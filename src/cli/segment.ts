@@ -3,7 +3,7 @@ import { LisaError } from '../errors.js';
 import { decodeImage } from '../image/decode.js';
 import { Lisa } from '../inference/lisa.js';
 import type { BoxPrompt, PointPrompt } from '../models/sam/prompt-encoder.js';
-import { clearProgress, loadOptions, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
+import { clearProgress, endProgress, loadOptions, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 import { resultJson, resultName, writeResult } from './output.js';
 import { parseBox, parsePoint } from './prompts.js';
 
@@ -34,7 +34,7 @@ export function registerSegment(program: Command): void {
           ...(o.answer !== undefined ? { answer: o.answer } : {}),
           ...(o.point ? { points: o.point } : {}),
           ...(o.box ? { box: o.box } : {}),
-          ...(streaming ? { onText: (d: string) => process.stdout.write(d) } : {}),
+          ...(streaming ? { onText: (d: string) => { endProgress(); process.stdout.write(d); } } : {}),
         });
         clearProgress();
         const name = resultName(o.image);

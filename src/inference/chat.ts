@@ -20,6 +20,8 @@ export interface SegmentOptions {
   sampling?: SamplingOptions | null;
   /** Streams the answer as it is generated. */
   onText?: (delta: string) => void;
+  /** Aborting stops the answer after the current token (`stopped: "cancelled"`); the history keeps what was said. */
+  signal?: AbortSignal;
   /** Teacher forcing: masks for this answer's [SEG] tokens, nothing generated (as the official validation). */
   answer?: string;
   /** SAM prompts in original-image pixels; with a question they join each [SEG] as extra sparse tokens (LISA's prompt encoder), alone they are plain SAM. */
@@ -49,7 +51,7 @@ export interface SegmentResult {
   /** No [SEG] in the answer: the model found nothing to segment. */
   noTarget: boolean;
   tokens: number[];
-  stopped: 'eos' | 'max_new_tokens' | 'teacher_forced';
+  stopped: 'eos' | 'max_new_tokens' | 'teacher_forced' | 'cancelled';
   timings: Timings;
 }
 
@@ -156,6 +158,7 @@ export class ChatSession {
       const gen = await generate(model.llm, prefill, spliced.length - reuse, {
         maxNewTokens: opts.maxNewTokens ?? 512,
         sampling: opts.sampling ?? null,
+        ...(opts.signal ? { signal: opts.signal } : {}),
         ...(onText ? {
           onToken: (id: number): void => {
             if (id === model.config.llama.eosTokenId) return;

@@ -19,6 +19,8 @@ export interface GenerateOptions {
   onToken?: (id: number, index: number) => void;
   /** Keep each step's last-position logits (for debugging and the parity fixtures). */
   keepStepLogits?: boolean;
+  /** Aborting stops after the current token (Ctrl-C in chat, a client that disconnects). */
+  signal?: AbortSignal;
 }
 
 /** Library callers get one clear error for an impossible setting instead of a silent clamp. */
@@ -39,7 +41,7 @@ export interface Generation {
   /** Final-norm hidden states of every position run: prompt rows then one row per fed new token. */
   allHidden: Float32Array;
   stepLogits: Float32Array[];
-  stopped: 'eos' | 'max_new_tokens';
+  stopped: 'eos' | 'max_new_tokens' | 'cancelled';
   cache: KvCache;
 }
 
@@ -97,6 +99,7 @@ export async function generate(lm: LlamaCausalLM, prefill: LlmStep, promptLength
   let lastLogits = prefill.logits.subarray((promptLength - 1 - prefill.logitsFrom) * v, (promptLength - prefill.logitsFrom) * v);
   let stopped: Generation['stopped'] = 'max_new_tokens';
   for (let i = 0; i < max; i++) {
+    if (opts.signal?.aborted) { stopped = 'cancelled'; break; }
     if (opts.keepStepLogits) stepLogits.push(new Float32Array(lastLogits));
     const forced = opts.forced?.get(i);
     const id = forced ?? (rand && opts.sampling ? sample(lastLogits, opts.sampling, rand) : argmax(lastLogits));
