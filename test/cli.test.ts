@@ -133,3 +133,26 @@ describe('lisa segment in a real terminal', () => {
     assert.match(r.stdout, /\d+\.\d+ s \(image/);
   });
 });
+
+describe('output and cache folders are checked before the model runs; nothing is lost', () => {
+  const m = join(FIXTURES, 'lisa-tiny');
+  const base = ['--model', join(m, 'checkpoint'), '--vision-tower', join(m, 'checkpoint', 'clip-vit-tiny-patch14'), '--image', join(m, 'golden', 'inputs', 'truck.jpg'), '--query', 'q'];
+  it('dump refuses a folder with other files (and leaves them), a file, or a place under a file', async () => {
+    const { mkdirSync, readdirSync } = await import('node:fs');
+    using d = tempDir();
+    const keep = join(d.path, 'mine');
+    mkdirSync(keep);
+    writeFileSync(join(keep, 'notes.txt'), 'precious');
+    const a = lisa('dump', ...base, '--out', keep, '--cache-dir', join(d.path, 'cache'));
+    assert.equal(a.code, 1);
+    assert.match(a.stderr, /^lisa: --out .*mine: the folder is not empty and holds no earlier output of this command/);
+    assert.deepEqual(readdirSync(keep), ['notes.txt']);
+    const file = join(d.path, 'file');
+    writeFileSync(file, 'x');
+    assert.match(lisa('dump', ...base, '--out', file).stderr, /^lisa: --out .*file: is a file, not a folder\n$/);
+    assert.match(lisa('segment', ...base, '--out', join(file, 'sub')).stderr, /^lisa: --out .*: .*file is a file, so the folder cannot be made under it\n$/);
+    const c = lisa('segment', ...base, '--cache-dir', file);
+    assert.equal(c.code, 1);
+    assert.match(c.stderr, /^lisa: --cache-dir .*file: is a file, not a folder\n$/);
+  });
+});

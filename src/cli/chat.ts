@@ -4,7 +4,7 @@ import { LisaError } from '../errors.js';
 import { decodeImage, type RgbImage } from '../image/decode.js';
 import type { SegmentResult } from '../inference/chat.js';
 import { Lisa } from '../inference/lisa.js';
-import { endProgress, loadOptions, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
+import { checkCacheDir, endProgress, loadOptions, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 import { resultJson, resultName, writeResult } from './output.js';
 
 interface ChatCliOptions extends ModelCliOptions { image?: string; maxNewTokens?: number }
@@ -17,6 +17,7 @@ export function registerChat(program: Command): void {
     .option('--image <file>', 'the image to talk about (or /image FILE later)')
     .option('--max-new-tokens <n>', 'per answer (default 512)', parseIntArg('--max-new-tokens', 1))
     .action(async (o: ChatCliOptions) => {
+      checkCacheDir(o);
       const lisa = Lisa.load(o.model, loadOptions(o));
       const chat = lisa.chat();
       let image: { path: string; rgb: RgbImage } | null = null;

@@ -1,6 +1,8 @@
 import { availableParallelism } from 'node:os';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { LisaError } from '../errors.js';
+import { defaultCacheDir } from '../graph/session.js';
+import { checkOutputDir } from '../io/file.js';
 import { LisaModel, type LisaLoadOptions } from '../models/lisa.js';
 
 export interface ModelCliOptions { model: string; visionTower?: string; threads?: number; cacheDir?: string; precision?: 'auto' | 'fp32' | 'int8' | 'int4'; samPrecision?: 'fp32' | 'int8'; lowMemory?: boolean }
@@ -45,7 +47,13 @@ export function loadOptions(o: ModelCliOptions): LisaLoadOptions {
   };
 }
 
+/** The cache folder must be usable before a model loads (a read-only or file --cache-dir failed after minutes). */
+export function checkCacheDir(o: Pick<ModelCliOptions, 'cacheDir'>): void {
+  checkOutputDir(o.cacheDir ?? defaultCacheDir(), o.cacheDir ? '--cache-dir' : 'the cache folder ($LISA_CACHE or ~/.cache/lisa-ts)');
+}
+
 export function loadModel(o: ModelCliOptions): LisaModel {
+  checkCacheDir(o);
   return LisaModel.load(o.model, loadOptions(o));
 }
 

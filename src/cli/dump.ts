@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { LisaError } from '../errors.js';
 import { decodeImage } from '../image/decode.js';
-import { dumpIntermediates } from '../inference/dump.js';
+import { dumpIntermediates, isDumpFolder } from '../inference/dump.js';
+import { checkOutputDir } from '../io/file.js';
 import { clearProgress, loadModel, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 
 interface DumpCliOptions extends ModelCliOptions { image: string; query: string; out: string; maxNewTokens?: number; forceSegAt?: string; answer?: string; gtMask?: string }
@@ -19,7 +20,7 @@ export function registerDump(program: Command): void {
     .description('run the official code paths and write every intermediate (.npy) plus manifest.json, named as the parity fixtures')
     .requiredOption('--image <file>', 'input image (JPEG, PNG or WebP)')
     .requiredOption('--query <text>', 'the question')
-    .requiredOption('--out <dir>', 'output folder (replaced)')
+    .requiredOption('--out <dir>', 'output folder: new, empty, or an earlier dump (replaced)')
     .option('--max-new-tokens <n>', 'generated tokens at most (default 512, as chat.py)', parseIntArg('--max-new-tokens', 1))
     .option('--force-seg-at <k,...>', 'also generate with [SEG] forced at these 0-based new-token indexes (forced_* arrays)')
     .option('--answer <text>', 'teacher-forced answer containing [SEG] for the training-style forward (train_* arrays)')
@@ -27,6 +28,7 @@ export function registerDump(program: Command): void {
     .action(async (o: DumpCliOptions) => {
       if (!o.query.trim()) throw new LisaError('--query must not be empty');
       if (o.gtMask && o.answer === undefined) throw new LisaError('--gt-mask needs --answer');
+      checkOutputDir(o.out, '--out', { mustBeEmpty: true, ownOutput: isDumpFolder });
       const image = await decodeImage(o.image);
       const gtMasks: Uint8Array[] = [];
       for (const p of o.gtMask ? o.gtMask.split(',') : []) {

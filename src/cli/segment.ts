@@ -2,8 +2,9 @@ import type { Command } from 'commander';
 import { LisaError } from '../errors.js';
 import { decodeImage } from '../image/decode.js';
 import { Lisa } from '../inference/lisa.js';
+import { checkOutputDir } from '../io/file.js';
 import type { BoxPrompt, PointPrompt } from '../models/sam/prompt-encoder.js';
-import { clearProgress, endProgress, loadOptions, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
+import { checkCacheDir, clearProgress, endProgress, loadOptions, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 import { resultJson, resultName, writeResult } from './output.js';
 import { parseBox, parsePoint } from './prompts.js';
 
@@ -24,6 +25,8 @@ export function registerSegment(program: Command): void {
       const question = o.query ?? '';
       if (!question.trim() && !o.point && !o.box) throw new LisaError('--query must not be empty (or give --point/--box for SAM prompts)');
       if (o.answer !== undefined && !question.trim()) throw new LisaError('--answer needs --query');
+      if (o.out) checkOutputDir(o.out, '--out');
+      checkCacheDir(o);
       const image = await decodeImage(o.image);
       // One image per run: the vision sessions are closed once it is encoded, before the LLM opens.
       const lisa = Lisa.load(o.model, { ...loadOptions(o), keepVisionSessions: false });

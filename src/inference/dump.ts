@@ -1,4 +1,5 @@
-import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { checkOutputDir } from '../io/file.js';
 import { join } from 'node:path';
 import { LisaError } from '../errors.js';
 import type { AnyTypedArray, DType } from '../io/dtype.js';
@@ -27,6 +28,15 @@ interface ArrayEntry { file: string; dtype: DType; shape: number[] }
  * an answer) and writes every intermediate as .npy plus manifest.json, named and shaped as the parity
  * fixtures (`fixtures/lisa-tiny/golden`). Written into a temp folder, then renamed into place.
  */
+/** An earlier `lisa dump` output (its manifest names the format): the only non-empty folder a dump replaces. */
+export function isDumpFolder(dir: string): boolean {
+  try {
+    return (JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { format?: unknown }).format === 'lisa-ts-dump-v1';
+  } catch {
+    return false;
+  }
+}
+
 export async function dumpIntermediates(model: LisaModel, image: RgbImage, outDir: string, opts: DumpOptions): Promise<Record<string, unknown>> {
   const tmp = `${outDir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
@@ -156,6 +166,8 @@ export async function dumpIntermediates(model: LisaModel, image: RgbImage, outDi
     }
     manifest.arrays = arrays;
     writeFileSync(join(tmp, 'manifest.json'), JSON.stringify(manifest, null, 1) + '\n');
+    // Only an empty folder or an earlier dump is replaced (the CLI checks before running; a library caller too).
+    checkOutputDir(outDir, 'dump output', { mustBeEmpty: true, ownOutput: isDumpFolder });
     rmSync(outDir, { recursive: true, force: true });
     renameSync(tmp, outDir);
     return manifest;

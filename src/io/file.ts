@@ -1,4 +1,5 @@
-import { closeSync, fstatSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readdirSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, type Stats } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { LisaError } from '../errors.js';
 
 /**
@@ -42,6 +43,37 @@ export class RandomAccessFile {
   close(): void {
     if (this.fd !== null) { closeSync(this.fd); this.fd = null; }
   }
+}
+
+/**
+ * Checks, before any long run, that `dir` can take output: not a file, not under a file, writable (a probe file is
+ * created and removed in it or in its nearest existing parent). With `mustBeEmpty`, a non-empty folder is refused
+ * unless `ownOutput` recognises it as a previous output of the same command (which may be replaced).
+ */
+export function checkOutputDir(dir: string, flag: string, opts: { mustBeEmpty?: boolean; ownOutput?: (dir: string) => boolean } = {}): void {
+  const st = statOrNull(dir);
+  if (st && !st.isDirectory()) throw new LisaError(`${flag} ${dir}: is a file, not a folder`);
+  if (st && opts.mustBeEmpty && readdirSync(dir).length > 0 && !opts.ownOutput?.(dir)) {
+    throw new LisaError(`${flag} ${dir}: the folder is not empty and holds no earlier output of this command; give a new or empty folder`);
+  }
+  let probeDir = resolve(dir);
+  while (!statOrNull(probeDir)) {
+    const up = dirname(probeDir);
+    if (up === probeDir) break;
+    probeDir = up;
+  }
+  const pst = statOrNull(probeDir);
+  if (pst && !pst.isDirectory()) throw new LisaError(`${flag} ${dir}: ${probeDir} is a file, so the folder cannot be made under it`);
+  const probe = join(probeDir, `.lisa-write-test-${process.pid}-${Date.now()}`);
+  try {
+    writeFileSync(probe, '');
+    unlinkSync(probe);
+  } catch (e) {
+    throw new LisaError(`${flag} ${dir}: cannot write in ${probeDir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+function statOrNull(p: string): Stats | null {
+  try { return statSync(p); } catch { return null; }
 }
 
 /** Writes chunks to `path` through a temp file and a rename, so a crash never leaves half a file. */
