@@ -134,6 +134,24 @@ describe('lisa segment in a real terminal', () => {
   });
 });
 
+describe('lisa eval exit codes', () => {
+  it('a missing --predictions folder, and a run where no query could be scored, exit 1', async () => {
+    const { mkdirSync } = await import('node:fs');
+    using d = tempDir();
+    const val = join(d.path, 'data', 'val');
+    mkdirSync(val, { recursive: true });
+    writeFileSync(join(val, 'a.json'), JSON.stringify({ text: ['the cat'], is_sentence: false, shapes: [] }));
+    writeFileSync(join(val, 'a.jpg'), 'not a jpeg');
+    const a = lisa('eval', '--data', join(d.path, 'data'), '--dataset', 'reasonseg', '--predictions', join(d.path, 'none'), '--out', join(d.path, 'o1'));
+    assert.equal(a.code, 1);
+    assert.match(a.stderr, /^lisa: --predictions .*none: no such folder\n$/);
+    mkdirSync(join(d.path, 'preds'));
+    const b = lisa('eval', '--data', join(d.path, 'data'), '--dataset', 'reasonseg', '--predictions', join(d.path, 'preds'), '--out', join(d.path, 'o2'));
+    assert.equal(b.code, 1, b.stdout + b.stderr);
+    assert.match(b.stderr, /^lisa: no query could be scored \(1 errors, the first: .*a\.jpg: not a readable image/m);
+  });
+});
+
 describe('output and cache folders are checked before the model runs; nothing is lost', () => {
   const m = join(FIXTURES, 'lisa-tiny');
   const base = ['--model', join(m, 'checkpoint'), '--vision-tower', join(m, 'checkpoint', 'clip-vit-tiny-patch14'), '--image', join(m, 'golden', 'inputs', 'truck.jpg'), '--query', 'q'];

@@ -57,6 +57,16 @@ describe('lisa eval on a ReasonSeg-layout sanity set', () => {
     assert.match(readFileSync(join(out, 'report.md'), 'utf8'), /\| lisa-ts \| [\d.]+ \| [\d.]+ \| – \| – \|/);
   });
 
+  it('refuses to resume a folder made with other settings, naming them', async () => {
+    const { items } = loadDataset('reasonseg', data, 'val');
+    const out = join(tmp.path, 'mixed-settings');
+    await runEval(lisa.model, items, { protocol: 'generate', outDir: out, limit: 1, maxNewTokens: 2 });
+    await assert.rejects(runEval(lisa.model, items, { protocol: 'teacher-forced', outDir: out, limit: 1 }), /holds results made with other settings \(protocol: "generate" → "teacher-forced", maxNewTokens: 2 → undefined\)/);
+    await assert.rejects(runEval(lisa.model, items, { protocol: 'generate', outDir: out, limit: 1, maxNewTokens: 2, settings: { split: 'test' } }), /split: undefined → "test"/);
+    const again = await runEval(lisa.model, items, { protocol: 'generate', outDir: out, limit: 1, maxNewTokens: 2 });
+    assert.equal(again.scored, 1, 'the same settings resume');
+  });
+
   it('generate protocol records whether the answer had a [SEG]', async () => {
     const { items } = loadDataset('reasonseg', data, 'val');
     const report = await runEval(lisa.model, items, { protocol: 'generate', outDir: join(tmp.path, 'gen'), limit: 1, maxNewTokens: 3 });

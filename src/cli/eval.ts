@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { LisaError } from '../errors.js';
@@ -28,6 +30,7 @@ export function registerEval(program: Command): void {
     .action(async (o: EvalCliOptions) => {
       const protocol: Protocol = o.predictions ? 'predictions' : (o.protocol as Protocol);
       if (!o.predictions && !o.model) throw new LisaError('--model is required (or --predictions DIR to score existing masks)', 2);
+      if (o.predictions && !existsSync(o.predictions)) throw new LisaError(`--predictions ${o.predictions}: no such folder`);
       const { items } = loadDataset(o.dataset, o.data, o.split);
       const model = o.model && !o.predictions ? loadModel(o as ModelCliOptions) : null;
       const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: 'eval [{bar}] {value}/{total} queries | {rate}/s | ETA {eta_formatted}', hideCursor: true }, cliProgress.Presets.shades_classic) : null;
@@ -39,6 +42,7 @@ export function registerEval(program: Command): void {
           ...(o.limit ? { limit: o.limit } : {}),
           ...(o.maxNewTokens ? { maxNewTokens: o.maxNewTokens } : {}),
           ...(o.predictions ? { predictions: o.predictions } : {}),
+          settings: { dataset: o.dataset, split: o.split, data: resolve(o.data), ...(model ? { model: resolve(o.model!), precision: model.precision, ...(o.visionTower ? { visionTower: resolve(o.visionTower) } : {}) } : {}) },
           onProgress: (done, total, resumed) => {
             const rate = (done - resumed) / Math.max((Date.now() - started) / 1000, 1e-3);
             if (bar) {
@@ -56,6 +60,7 @@ export function registerEval(program: Command): void {
         process.stdout.write(`${o.dataset} ${o.split} (${report.protocol}): ${report.scored}/${report.queries} queries scored, ${report.errors.length} errors${protocol === 'generate' ? `, ${report.noSeg} answers without [SEG]` : ''}\n`);
         process.stdout.write(row('short', report.short) + row('long', report.long) + row('overall', report.overall));
         process.stdout.write(`report: ${o.out}/report.md, ${o.out}/report.json; per query: ${o.out}/results.jsonl\n`);
+        if (report.queries > 0 && report.scored === 0) throw new LisaError(`no query could be scored (${report.errors.length} errors, the first: ${report.errors[0]?.error ?? 'none'})`);
       } finally {
         bar?.stop();
         if (model) { await model.release(); model.close(); }

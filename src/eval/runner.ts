@@ -1,5 +1,5 @@
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { LisaError } from '../errors.js';
 import { decodeImage } from '../image/decode.js';
 import { writeAtomic } from '../io/file.js';
@@ -32,6 +32,12 @@ export interface EvalOptions {
   /** predictions protocol: folder with `<query id>.png` per query. */
   predictions?: string;
   onProgress?: (done: number, total: number, resumed: number) => void;
+  /**
+   * What defines the numbers (dataset, split, model, precision…), recorded in `<outDir>/run.json`: a folder holding
+   * results made with other settings is refused instead of silently resumed (a teacher-forced run over generate
+   * results reported gIoU 0.0).
+   */
+  settings?: Record<string, unknown>;
 }
 
 export interface EvalReport {
@@ -72,6 +78,17 @@ async function predictionMask(path: string, h: number, w: number): Promise<Uint8
 export async function runEval(model: LisaModel | null, items: EvalItem[], opts: EvalOptions): Promise<EvalReport> {
   mkdirSync(opts.outDir, { recursive: true });
   const resultsPath = join(opts.outDir, 'results.jsonl');
+  const settings = { protocol: opts.protocol, ...(opts.maxNewTokens ? { maxNewTokens: opts.maxNewTokens } : {}), ...(opts.predictions ? { predictions: resolve(opts.predictions) } : {}), ...opts.settings };
+  const runPath = join(opts.outDir, 'run.json');
+  if (existsSync(runPath)) {
+    let before: Record<string, unknown> = {};
+    try { before = JSON.parse(readFileSync(runPath, 'utf8')) as Record<string, unknown>; } catch { throw new LisaError(`${runPath}: not valid JSON; remove the folder or use another --out`); }
+    const differ = [...new Set([...Object.keys(before), ...Object.keys(settings)])].filter((k) => JSON.stringify(before[k]) !== JSON.stringify((settings as Record<string, unknown>)[k]));
+    if (differ.length) throw new LisaError(`${opts.outDir}: holds results made with other settings (${differ.map((k) => `${k}: ${JSON.stringify(before[k])} → ${JSON.stringify((settings as Record<string, unknown>)[k])}`).join(', ')}); use another --out to compare, or the same settings to resume`);
+  } else if (existsSync(resultsPath)) {
+    throw new LisaError(`${opts.outDir}: holds results.jsonl without run.json (made by an older version or by hand); use another --out`);
+  }
+  writeAtomic(runPath, [JSON.stringify(settings, null, 2) + '\n']);
   const previous = readRecords(resultsPath);
   // Drop a line cut by an interruption (it would swallow the next record) before appending again.
   if (existsSync(resultsPath)) writeAtomic(resultsPath, [previous.map((r) => JSON.stringify(r) + '\n').join('')]);
