@@ -49,3 +49,34 @@ describe('llama.cpp tokenizer cases', () => {
     assert.equal(bad.length, 0, bad.join('\n'));
   });
 });
+
+describe('SentencePiece BPE merge order', () => {
+  it('the heap-based merge gives the pieces of the plain "best pair, leftmost on ties" scan on random text', async () => {
+    const { LlamaTokenizer } = await import('../src/text/tokenizer.js');
+    const { rng } = await import('./helpers.js');
+    const sp = LlamaTokenizer.load(join(FIXTURES, 'lisa-tiny', 'checkpoint')).sp;
+    const internals = sp as unknown as { mergeable: Map<string, number>; pieces: { score: number }[] };
+    /** The reference: scan all pairs, merge the best (first on ties), repeat. */
+    const naive = (syms: string[]): string[] => {
+      const s = [...syms];
+      for (;;) {
+        let best = -1, bestScore = -Infinity;
+        for (let i = 0; i + 1 < s.length; i++) {
+          const id = internals.mergeable.get(s[i]! + s[i + 1]!);
+          if (id !== undefined && internals.pieces[id]!.score > bestScore) { bestScore = internals.pieces[id]!.score; best = i; }
+        }
+        if (best < 0) return s;
+        s.splice(best, 2, s[best]! + s[best + 1]!);
+      }
+    };
+    const r = rng(77);
+    const alphabet = 'aaaeeiioouu  ttnnssrrhhllddcm.,!?éß漢字😀-_0123456789';
+    for (let t = 0; t < 150; t++) {
+      const chars = Array.from({ length: 1 + Math.floor(r() * 60) }, () => [...alphabet][Math.floor(r() * [...alphabet].length)]!);
+      const text = chars.join('');
+      const syms = [...('▁' + text.replace(/ /g, '▁'))];
+      const fast = (sp as unknown as { mergeBpe(s: string[]): string[] }).mergeBpe(syms);
+      assert.deepEqual(fast, naive(syms), JSON.stringify(text));
+    }
+  });
+});
