@@ -174,3 +174,21 @@ describe('output and cache folders are checked before the model runs; nothing is
     assert.match(c.stderr, /^lisa: --cache-dir .*file: is a file, not a folder\n$/);
   });
 });
+
+describe('long inputs', () => {
+  const m = join(FIXTURES, 'lisa-tiny');
+  const base = ['segment', '--model', join(m, 'checkpoint'), '--vision-tower', join(m, 'checkpoint', 'clip-vit-tiny-patch14'), '--image', join(m, 'golden', 'inputs', 'truck.jpg')];
+  it('a question longer than the model takes is one line naming the lengths, before the image is encoded', () => {
+    using d = tempDir();
+    const r = lisa(...base, '--query', 'what is this '.repeat(2600), '--cache-dir', join(d.path, 'cache'));
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^lisa: the prompt is 3298 positions \(3043 tokens \+ 255 more for the image's 256 rows\) but the model takes at most 2048; shorten the question\n$/);
+  });
+  it('a ~34 KB command line runs (it crashed onnxruntime with SIGSEGV on the default stack)', () => {
+    using d = tempDir();
+    const points = Array.from({ length: 2200 }, (_, i) => ['--point', `${10 + (i % 500)},${10 + (i % 300)}`]).flat();
+    const r = lisa(...base, ...points, '--cache-dir', join(d.path, 'cache'));
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /mask 0: area \d+ px/);
+  });
+});

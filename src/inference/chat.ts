@@ -9,7 +9,7 @@ import { generate, type SamplingOptions } from './generate.js';
 import { llmForward, type KvCache } from './llm.js';
 import { toSegMasks, type SegMask } from './masks.js';
 import { segHiddenPositions, spliceImage } from './multimodal.js';
-import { imageRows, segmentFromHidden, type VisualTokens } from './pipeline.js';
+import { checkContext, imageRows, segmentFromHidden, type VisualTokens } from './pipeline.js';
 
 export type ImageInput = string | Uint8Array | RgbImage;
 
@@ -114,17 +114,26 @@ export class ChatSession {
     this.cachedIds = this.image?.prefix?.ids ?? [];
   }
 
+  /**
+   * The next turn's prompt (the history, the question — with the image on the first turn — and the answer slot or
+   * the teacher-forced answer) as ids, checked against the model's context length.
+   */
+  prompt(question: string, opts: Pick<SegmentOptions, 'answer'> = {}): { user: Message; ids: number[] } {
+    const model = this.model;
+    const user: Message = { role: 'USER', content: this.messages.length === 0 ? imageQuestion(question, model.config.mmUseImStartEnd) : question };
+    const ids = model.tokenizer.encodeWithImage(llavaV1Prompt([...this.messages, user, { role: 'ASSISTANT', content: opts.answer ?? '' }]));
+    checkContext(model, ids.length - 1 + imageRows(model), ids.length, this.messages.length > 0);
+    return { user, ids };
+  }
+
   async ask(question: string, opts: SegmentOptions = {}, encodeMs = 0): Promise<SegmentResult> {
     const t0 = now();
     if (!this.image) throw new LisaError('no image: give one before asking (chat sessions are about an image)');
     if (!question.trim()) throw new LisaError('the question is empty');
     const model = this.model, enc = this.image.encoding, tok = model.tokenizer;
     const first = this.messages.length === 0;
-    const user: Message = { role: 'USER', content: first ? imageQuestion(question, model.config.mmUseImStartEnd) : question };
     const teacher = opts.answer !== undefined;
-    const assistant: Message = { role: 'ASSISTANT', content: teacher ? opts.answer! : '' };
-    const prompt = llavaV1Prompt([...this.messages, user, assistant]);
-    const ids = tok.encodeWithImage(prompt);
+    const { user, ids } = this.prompt(question, opts);
     const rows = imageRows(model);
     const H = model.config.llama.hiddenSize;
     const spliced = spliceImage(ids, (x) => model.embedTokens(x), enc.projected, rows, H);
@@ -156,7 +165,8 @@ export class ChatSession {
       const streamed: number[] = [];
       const onText = opts.onText;
       const gen = await generate(model.llm, prefill, spliced.length - reuse, {
-        maxNewTokens: opts.maxNewTokens ?? 512,
+        // No further than the model's positions: the answer stops there (max_new_tokens).
+        maxNewTokens: Math.min(opts.maxNewTokens ?? 512, model.config.llama.maxPositionEmbeddings - spliced.length),
         sampling: opts.sampling ?? null,
         ...(opts.signal ? { signal: opts.signal } : {}),
         ...(onText ? {

@@ -29,6 +29,8 @@ export class Lisa {
    */
   async segment(image: ImageInput, question: string, opts: SegmentOptions = {}): Promise<SegmentResult> {
     const chat = this.chat();
+    // A prompt the model cannot take is refused before the image is encoded (minutes at full size).
+    if (question.trim()) chat.prompt(question, opts);
     const encodeMs = await chat.setImage(image);
     if (!question.trim() && (opts.points?.length || opts.box)) {
       const r = await chat.visualPrompt(opts);

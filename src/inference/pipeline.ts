@@ -23,10 +23,22 @@ export interface PromptInput {
   imageStart: number;
 }
 
+/**
+ * The LLM takes at most max_position_embeddings positions (2048 for LISA): a longer prompt is one clear error
+ * (onnxruntime's RotaryEmbedding failed on it), naming what it is made of.
+ */
+export function checkContext(model: LisaModel, positions: number, tokens: number, conversation = false): void {
+  const max = model.config.llama.maxPositionEmbeddings;
+  if (positions < max) return;
+  const rows = imageRows(model);
+  throw new LisaError(`the ${conversation ? 'conversation' : 'prompt'} is ${positions} positions (${tokens} tokens + ${rows - 1} more for the image's ${rows} rows) but the model takes at most ${max}${conversation ? '; /reset to start the conversation over' : '; shorten the question'}`);
+}
+
 /** Tokenises a full prompt (with one <image>) and splices the image's projected features in. */
 export function preparePrompt(model: LisaModel, enc: ImageEncoding, prompt: string): PromptInput {
   const ids = model.tokenizer.encodeWithImage(prompt);
   const rows = imageRows(model);
+  checkContext(model, ids.length - 1 + rows, ids.length);
   const { embeds, length, imageStart } = spliceImage(ids, (x) => model.embedTokens(x), enc.projected, rows, model.config.llama.hiddenSize);
   return { prompt, ids, embeds, length, imageStart };
 }
