@@ -182,7 +182,7 @@ describe('long inputs', () => {
     using d = tempDir();
     const r = lisa(...base, '--query', 'what is this '.repeat(2600), '--cache-dir', join(d.path, 'cache'));
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /^lisa: the prompt is 3298 positions \(3043 tokens \+ 255 more for the image's 256 rows\) but the model takes at most 2048; shorten the question\n$/);
+    assert.match(r.stderr, /^lisa: the prompt is \d+ positions \(\d+ tokens \+ 255 more for the image's 256 rows\) but the model takes at most 2048; shorten the question\n$/);
   });
   it('a ~34 KB command line runs (it crashed onnxruntime with SIGSEGV on the default stack)', () => {
     using d = tempDir();

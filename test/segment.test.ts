@@ -106,6 +106,15 @@ describe('Lisa library API on the tiny checkpoint', () => {
     assert.equal(chat.messages.length, 4);
   });
 
+  it('a conversation that outgrows the context is refused with a message, and the chat goes on', async () => {
+    const chat = lisa.chat();
+    await chat.setImage(TRUCK);
+    await chat.ask('What is this?', { maxNewTokens: 2 });
+    await assert.rejects(chat.ask('tell me more '.repeat(700), { maxNewTokens: 2 }), /the conversation is \d+ positions .* at most 2048; \/reset to start the conversation over/);
+    assert.equal(chat.messages.length, 2, 'the refused turn is not in the history');
+    assert.equal((await chat.ask('And the colour?', { maxNewTokens: 2 })).stopped, 'max_new_tokens');
+  });
+
   it('runs SAM point and box prompts alone and together with a question', async () => {
     const p = await lisa.segment(TRUCK, '', { points: [{ x: 900, y: 600, label: 1 }] });
     assert.equal(p.masks.length, 1);
