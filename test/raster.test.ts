@@ -61,3 +61,24 @@ describe('COCO polygons (pycocotools rleFrPoly)', () => {
     assert.deepEqual(rows, ['11100', '11000', '10000', '00000', '00000']);
   });
 });
+
+describe('rasterising polygons far outside the image', () => {
+  it('rows above the image are skipped, not stepped: the same pixels as OpenCV\'s row-by-row walk', async () => {
+    const { fillPoly } = await import('../src/eval/opencv-raster.js');
+    const { rng } = await import('./helpers.js');
+    const r = rng(9);
+    for (let t = 0; t < 200; t++) {
+      const pts = Array.from({ length: 3 + Math.floor(r() * 6) }, () => [Math.floor(r() * 300) - 100, Math.floor(r() * 900) - 800] as [number, number]);
+      const a = { width: 120, height: 100, data: new Uint8Array(12000) }, b = { width: 120, height: 100, data: new Uint8Array(12000) };
+      fillPoly(a, pts, 1);
+      fillPoly(b, pts, 1, { stepRowsAbove: true });
+      assert.deepEqual(a.data, b.data, JSON.stringify(pts));
+    }
+  });
+  it('a coordinate of −2⁴⁰ or beyond returns at once; a non-finite one is an error naming the shape', { timeout: 10000 }, async () => {
+    const { rasterizeShapes } = await import('../src/eval/reasonseg.js');
+    const m = rasterizeShapes([{ label: 'target', points: [[10, 10], [-1099511627776, 50], [60, -1099511627776], [80, 90]] }], 100, 120);
+    assert.equal(m.length, 100 * 120);
+    assert.throws(() => rasterizeShapes([{ label: 'door', points: [[1, 1], [Number.POSITIVE_INFINITY, 2], [3, 4]] }], 10, 10), /shape "door": a point coordinate is not a finite number/);
+  });
+});

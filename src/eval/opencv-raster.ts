@@ -88,8 +88,11 @@ export function polylines(img: Raster, pts: readonly [number, number][], value: 
 
 interface PolyEdge { y0: number; y1: number; x: number; dx: number; next: PolyEdge | null }
 
-/** cv2.fillPoly for one integer polygon (LINE_8, shift 0): the outline, then FillEdgeCollection's scanline fill. */
-export function fillPoly(img: Raster, pts: readonly [number, number][], value: number): void {
+/**
+ * cv2.fillPoly for one integer polygon (LINE_8, shift 0): the outline, then FillEdgeCollection's scanline fill.
+ * `stepRowsAbove` walks the rows above the image one by one as OpenCV does (the reference the skip is tested against).
+ */
+export function fillPoly(img: Raster, pts: readonly [number, number][], value: number, opts: { stepRowsAbove?: boolean } = {}): void {
   const n = pts.length;
   if (n === 0) return;
   const edges: PolyEdge[] = [];
@@ -103,10 +106,10 @@ export function fillPoly(img: Raster, pts: readonly [number, number][], value: n
     }
     x0 = x1; y0 = y1;
   }
-  fillEdgeCollection(img, edges, value);
+  fillEdgeCollection(img, edges, value, opts.stepRowsAbove === true);
 }
 
-function fillEdgeCollection(img: Raster, edges: PolyEdge[], value: number): void {
+function fillEdgeCollection(img: Raster, edges: PolyEdge[], value: number, stepRowsAbove: boolean): void {
   const { width: w, height: h } = img;
   const total = edges.length;
   if (total < 2) return;
@@ -125,6 +128,22 @@ function fillEdgeCollection(img: Raster, edges: PolyEdge[], value: number): void
   let e = edges[0]!;
   yMax = Math.min(yMax, h);
   for (let y = e.y0; y < yMax; y++) {
+    if (y < 0 && !stepRowsAbove) {
+      // Rows above the image draw nothing: jump to the next row where an edge starts or ends (or row 0),
+      // moving every active edge along by its slope, so the work is bounded by the image whatever the
+      // coordinates (a polygon reaching y = −10¹² took forever). Same result as stepping row by row.
+      let target = Math.min(0, i < total ? e.y0 : 0);
+      for (let a = head.next; a; a = a.next) target = Math.min(target, a.y1);
+      if (target > y + 1) {
+        const k = target - y - 1;
+        const active: PolyEdge[] = [];
+        for (let a = head.next; a; a = a.next) { a.x += a.dx * k; active.push(a); }
+        active.sort((p, q) => p.x - q.x); // stable: ties keep their order, as the bubble sort does
+        head.next = null;
+        for (let j = active.length - 1; j >= 0; j--) { active[j]!.next = head.next; head.next = active[j]!; }
+        y += k;
+      }
+    }
     let draw = false;
     const clip = y < 0;
     let prelast: PolyEdge = head;

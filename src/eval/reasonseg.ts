@@ -67,7 +67,11 @@ export function rasterizeShapes(shapes: readonly Shape[], height: number, width:
   const valid: { shape: Shape; pts: [number, number][]; area: number }[] = [];
   for (const s of shapes) {
     if (s.label.toLowerCase() === 'flag') continue;
-    const pts = s.points.map(([x, y]) => [Math.trunc(x), Math.trunc(y)] as [number, number]);
+    // np.array(points, dtype=np.int32): non-finite values have no int32; out-of-range ones are clamped (numpy
+    // wraps them, which no annotation means).
+    if (s.points.some(([x, y]) => !Number.isFinite(x) || !Number.isFinite(y))) throw new LisaError(`shape "${s.label}": a point coordinate is not a finite number`);
+    const i32 = (v: number): number => Math.min(2147483647, Math.max(-2147483648, Math.trunc(v)));
+    const pts = s.points.map(([x, y]) => [i32(x), i32(y)] as [number, number]);
     const tmp: Raster = { width, height, data: new Uint8Array(width * height) };
     draw(tmp, pts, 1);
     let area = 0;
