@@ -65,3 +65,24 @@ describe('checkpoint weights in graphs', () => {
     }
   });
 });
+
+describe('a failed session build is retried', () => {
+  it('the lazy session caches forget a rejected build (it used to stay failed until restart)', async () => {
+    const { LisaModel } = await import('../src/models/lisa.js');
+    const { FIXTURES, tempDir: td } = await import('./helpers.js');
+    const { join: j } = await import('node:path');
+    using d = td();
+    let failures = 1;
+    const ckpt = j(FIXTURES, 'lisa-tiny', 'checkpoint');
+    const model = LisaModel.load(ckpt, { visionTower: j(ckpt, 'clip-vit-tiny-patch14'), cacheDir: d.path, threads: 1, onWrite: () => { if (failures-- > 0) throw new Error('disk full (simulated)'); } });
+    try {
+      const px = new Float32Array(3 * 224 * 224);
+      await assert.rejects(model.runClip(px), /disk full \(simulated\)/);
+      const out = await model.runClip(px);
+      assert.ok(out.mm_projector_out!.data.length > 0);
+    } finally {
+      await model.release();
+      model.close();
+    }
+  });
+});

@@ -131,6 +131,8 @@ export class LisaModel {
     if (!s) {
       this.progress(`building ${key}`);
       s = this.engine.load(build());
+      // A failed build must not stay cached: the next call tries again.
+      s.catch(() => { if (this.sessions.get(key) === s) this.sessions.delete(key); });
       this.sessions.set(key, s);
     }
     return s;

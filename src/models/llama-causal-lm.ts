@@ -49,7 +49,12 @@ export class LlamaCausalLM {
     // The arena is on here (off by default for SAM's huge one-off intermediates): fresh allocations cost page
     // faults, and on the 7B prefill everything but MatMulNBits went from 7.1 s to 2.0 s of kernel time with it.
     // Decode is unaffected (median 197 vs 195 ms/token with and without, measured).
-    if (!s) { s = this.engine.load(this.graph(debug), { memoryArena: true }); this.sessions.set(debug, s); }
+    if (!s) {
+      const p = this.engine.load(this.graph(debug), { memoryArena: true });
+      p.catch(() => { if (this.sessions.get(debug) === p) this.sessions.delete(debug); }); // retry after a failure
+      this.sessions.set(debug, p);
+      s = p;
+    }
     return s;
   }
 

@@ -29,7 +29,11 @@ export class SamMaskHead {
   }
 
   private decoderSession(): Promise<EngineSession> {
-    this.decoder ??= this.engine.load(this.decoderGraph());
+    if (!this.decoder) {
+      const p = this.engine.load(this.decoderGraph());
+      p.catch(() => { if (this.decoder === p) this.decoder = null; }); // a failed build is retried next time
+      this.decoder = p;
+    }
     return this.decoder;
   }
 
@@ -53,7 +57,11 @@ export class SamMaskHead {
   }
 
   private postSession(): Promise<EngineSession> {
-    this.post ??= this.engine.load(this.postGraph());
+    if (!this.post) {
+      const p = this.engine.load(this.postGraph());
+      p.catch(() => { if (this.post === p) this.post = null; });
+      this.post = p;
+    }
     return this.post;
   }
 
