@@ -86,3 +86,20 @@ describe('a failed session build is retried', () => {
     }
   });
 });
+
+describe('converted-weight cache keys', () => {
+  it('carry the converting code\'s version, so a changed conversion is rebuilt, not reused', async () => {
+    const { codeVersion } = await import('../src/graph/weights.js');
+    const a = (x: number): number => x + 1, b = (x: number): number => x + 2;
+    assert.notEqual(codeVersion(a), codeVersion(b));
+    assert.equal(codeVersion(a), codeVersion(a));
+    const g = new Graph('keys');
+    const ckpt = openCheckpoint(join(FIXTURES, 'lisa-tiny', 'checkpoint'));
+    try {
+      const w = transposedWeight(g, ckpt.get('model.mm_projector.weight'));
+      const init = g.initializers.find((i) => i.value === w)!;
+      assert.equal(init.source.kind, 'computed');
+      assert.match((init.source as { key: string }).key, /->float32:T:[0-9a-f]{12}$/);
+    } finally { ckpt.close(); }
+  });
+});

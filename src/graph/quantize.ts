@@ -1,9 +1,9 @@
-import { statSync } from 'node:fs';
 import { toFloat32 } from '../io/dtype.js';
 import type { TensorRef } from '../io/tensor-ref.js';
 import type { Graph } from './graph.js';
 import { attr, type Value } from './ir.js';
 import { MS_DOMAIN } from './ops.js';
+import { codeVersion, sourceKey } from './weights.js';
 
 /**
  * Block quantisation for onnxruntime's MatMulNBits (com.microsoft): a Linear weight [N, K] (PyTorch's
@@ -61,8 +61,7 @@ export function quantizedLinear(g: Graph, x: Value, t: TensorRef, spec: QuantSpe
   if (t.shape.length !== 2) throw new Error(`tensor ${t.name}: quantizedLinear needs a 2-D weight`);
   const [n, k] = t.shape as [number, number];
   const blocks = Math.ceil(k / spec.blockSize), blob = (spec.blockSize * spec.bits) / 8;
-  const st = statSync(t.file);
-  const key = `${t.file}:${st.size}:${st.mtimeMs}:${t.name}:q${spec.bits}b${spec.blockSize}`;
+  const key = `${sourceKey(t)}:q${spec.bits}b${spec.blockSize}:${codeVersion(quantizeBlockwise, toFloat32)}`;
   let cached: { codes: Uint8Array; scales: Float32Array } | null = null;
   const quantized = (): { codes: Uint8Array; scales: Float32Array } => {
     cached ??= quantizeBlockwise(toFloat32(t.dtype, t.bytes()), n, k, spec);

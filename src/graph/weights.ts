@@ -1,8 +1,23 @@
+import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { DTYPE_BYTES, numel, toFloat32, type DType } from '../io/dtype.js';
 import type { TensorRef } from '../io/tensor-ref.js';
 import type { Graph } from './graph.js';
 import type { Value } from './ir.js';
+
+/**
+ * The identity of the code that converts: a hash of its source text goes into every converted weight's cache key,
+ * so changing a conversion (a rounding rule, a layout) rebuilds its cached bytes instead of silently reusing them.
+ */
+export function codeVersion(...fns: readonly ((...args: never[]) => unknown)[]): string {
+  return createHash('sha256').update(fns.map((f) => f.toString()).join('\n')).digest('hex').slice(0, 12);
+}
+
+/** The source tensor's identity for a cache key: its file (size, mtime), name and dtype. */
+export function sourceKey(t: TensorRef): string {
+  const st = statSync(t.file);
+  return `${t.file}:${st.size}:${st.mtimeMs}:${t.name}:${t.dtype}`;
+}
 
 /**
  * Turns a checkpoint tensor into a graph weight. When it is stored contiguously in the dtype the graph
@@ -14,8 +29,7 @@ export function tensorWeight(g: Graph, t: TensorRef, opts: { dtype?: DType; name
   const name = opts.name ?? t.name;
   if (dtype === t.dtype && t.span) return g.fileWeight(name, dtype, t.shape, t.span);
   if (dtype !== t.dtype && dtype !== 'float32') throw new Error(`tensor ${t.name}: conversion ${t.dtype} → ${dtype} is not supported`);
-  const st = statSync(t.file);
-  const key = `${t.file}:${st.size}:${st.mtimeMs}:${t.name}:${t.dtype}->${dtype}`;
+  const key = `${sourceKey(t)}->${dtype}:${codeVersion(toFloat32)}`;
   return g.weight(name, dtype, t.shape, {
     kind: 'computed',
     key,
@@ -32,10 +46,9 @@ export function tensorWeight(g: Graph, t: TensorRef, opts: { dtype?: DType; name
 export function transposedWeight(g: Graph, t: TensorRef, name = `${t.name}.T`): Value {
   if (t.shape.length !== 2) throw new Error(`tensor ${t.name}: transposedWeight needs a 2-D tensor, got ${JSON.stringify(t.shape)}`);
   const [rows, cols] = t.shape as [number, number];
-  const st = statSync(t.file);
   return g.weight(name, 'float32', [cols, rows], {
     kind: 'computed',
-    key: `${t.file}:${st.size}:${st.mtimeMs}:${t.name}:${t.dtype}->float32:T`,
+    key: `${sourceKey(t)}->float32:T:${codeVersion(toFloat32, transposedWeight)}`,
     byteLength: rows * cols * 4,
     produce: () => {
       const src = toFloat32(t.dtype, t.bytes());
