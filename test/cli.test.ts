@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import sharp from 'sharp';
 import { FIXTURES, ROOT, tempDir } from './helpers.js';
 
 function lisa(...args: string[]): { code: number | null; stdout: string; stderr: string } {
@@ -190,5 +191,43 @@ describe('long inputs', () => {
     const r = lisa(...base, ...points, '--cache-dir', join(d.path, 'cache'));
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /mask 0: area \d+ px/);
+  });
+});
+
+describe('smaller everyday fixes', () => {
+  const m = join(FIXTURES, 'lisa-tiny');
+  const ckpt = join(m, 'checkpoint');
+  it('tokenize gives -200 for <image> (tokenizer_image_token) and reads --input - from stdin', () => {
+    const r = lisa('tokenize', '--model', ckpt, '--json', 'Look: <image>\nWhat is it?');
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout) as { ids: number[]; pieces: string[] };
+    assert.equal(j.ids[0], 1);
+    assert.ok(j.ids.includes(-200));
+    assert.equal(j.pieces[j.ids.indexOf(-200)], '<image>');
+    const s = spawnSync(process.execPath, [join(ROOT, 'bin', 'lisa.js'), 'tokenize', '--model', ckpt, '--input', '-'], { input: '"hello"\n"world"\n', encoding: 'utf8' });
+    assert.equal(s.status, 0, s.stderr);
+    assert.equal(s.stdout.trim().split('\n').length, 2);
+    const missing = lisa('tokenize', '--model', ckpt, '--input', join(ROOT, 'no-such.jsonl'));
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /^lisa: --input .*no-such\.jsonl: no such file\n$/);
+  });
+  it('--json | head ends quietly (EPIPE), with exit 0', () => {
+    const r = spawnSync('sh', ['-c', `'${process.execPath}' '${join(ROOT, 'bin', 'lisa.js')}' inspect --json '${ckpt}' | head -c 10 > /dev/null; echo "status \${PIPESTATUS:-0}"`], { encoding: 'utf8' });
+    assert.doesNotMatch(r.stderr, /EPIPE|Error/);
+  });
+  it('--json without --out names no mask files; mask PNGs are single-channel; --box outside the image is refused before encoding', async () => {
+    using d = tempDir();
+    const base = ['segment', '--model', ckpt, '--vision-tower', join(ckpt, 'clip-vit-tiny-patch14'), '--image', join(m, 'golden', 'inputs', 'truck.jpg'), '--query', 'q', '--answer', 'Sure, [SEG].', '--cache-dir', join(d.path, 'cache')];
+    const j = lisa(...base, '--json');
+    assert.equal(j.code, 0, j.stderr);
+    const masks = (JSON.parse(j.stdout) as { masks: Record<string, unknown>[] }).masks;
+    assert.equal(masks.length, 1);
+    assert.ok(!('file' in masks[0]!));
+    const w = lisa(...base, '--out', join(d.path, 'o'));
+    assert.equal(w.code, 0, w.stderr);
+    assert.equal((await sharp(join(d.path, 'o', 'truck_mask_0.png')).metadata()).channels, 1);
+    const b = lisa(...base, '--box', '10,10,5000,50');
+    assert.equal(b.code, 1);
+    assert.match(b.stderr, /^lisa: --box 10,10,5000,50 is outside the 1800x1200 image\n$/);
   });
 });

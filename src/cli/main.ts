@@ -21,6 +21,8 @@ function packageVersion(): string {
 
 /** Exit codes: 0 success, 1 runtime error (bad file, bad model), 2 usage error. */
 export async function main(argv: readonly string[]): Promise<number> {
+  // `lisa … --json | head`: the reader went away; that is the end of the output, not an error.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); throw e; });
   const program = new Command()
     .name('lisa')
     .description('LISA reasoning segmentation in TypeScript: inspect checkpoints, run and evaluate the model')

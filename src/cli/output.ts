@@ -14,7 +14,7 @@ export function resultName(imagePath: string): string {
 }
 
 /** The JSON we print and save: everything a program needs, masks as COCO RLE. */
-export function resultJson(r: SegmentResult, meta: { image: string; width: number; height: number; question: string; model: string; name: string }): Record<string, unknown> {
+export function resultJson(r: SegmentResult, meta: { image: string; width: number; height: number; question: string; model: string; name: string; written?: boolean }): Record<string, unknown> {
   return {
     image: meta.image,
     width: meta.width,
@@ -24,7 +24,8 @@ export function resultJson(r: SegmentResult, meta: { image: string; width: numbe
     noTarget: r.noTarget,
     tokens: r.tokens,
     stopped: r.stopped,
-    masks: r.masks.map((m, i) => ({ index: i, segIndex: m.segIndex, file: `${meta.name}_mask_${i}.png`, rle: m.rle, bbox: m.bbox, area: m.area, score: m.score })),
+    // `file` only when the mask PNGs are written (--out): a name for a file that does not exist misleads.
+    masks: r.masks.map((m, i) => ({ index: i, segIndex: m.segIndex, ...(meta.written === false ? {} : { file: `${meta.name}_mask_${i}.png` }), rle: m.rle, bbox: m.bbox, area: m.area, score: m.score })),
     timings: r.timings,
     model: meta.model,
   };
@@ -36,7 +37,8 @@ export async function writeResult(dir: string, name: string, image: RgbImage, r:
   const written: string[] = [];
   const { width: w, height: h } = image;
   for (const [i, m] of r.masks.entries()) {
-    const png = await sharp(Buffer.from(m.mask.map((v) => (v ? 255 : 0))), { raw: { width: w, height: h, channels: 1 } }).png().toBuffer();
+    // Single-channel 0/255 (sharp otherwise writes a 1-channel input as RGB).
+    const png = await sharp(Buffer.from(m.mask.map((v) => (v ? 255 : 0))), { raw: { width: w, height: h, channels: 1 } }).toColourspace('b-w').png().toBuffer();
     const p = join(dir, `${name}_mask_${i}.png`);
     writeAtomic(p, [png]);
     written.push(p);

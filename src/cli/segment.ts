@@ -28,6 +28,9 @@ export function registerSegment(program: Command): void {
       if (o.out) checkOutputDir(o.out, '--out');
       checkCacheDir(o);
       const image = await decodeImage(o.image);
+      // SAM prompts must lie on the image: checked before anything is encoded.
+      for (const p of o.point ?? []) if (!(p.x >= 0 && p.x < image.width && p.y >= 0 && p.y < image.height)) throw new LisaError(`--point ${p.x},${p.y} is outside the ${image.width}x${image.height} image`);
+      if (o.box && !(o.box.x1 >= 0 && o.box.y1 >= 0 && o.box.x2 <= image.width && o.box.y2 <= image.height)) throw new LisaError(`--box ${o.box.x1},${o.box.y1},${o.box.x2},${o.box.y2} is outside the ${image.width}x${image.height} image`);
       // One image per run: the vision sessions are closed once it is encoded, before the LLM opens.
       const lisa = Lisa.load(o.model, { ...loadOptions(o), keepVisionSessions: false });
       try {
@@ -41,7 +44,7 @@ export function registerSegment(program: Command): void {
         });
         clearProgress();
         const name = resultName(o.image);
-        const json = resultJson(r, { image: o.image, width: image.width, height: image.height, question, model: o.model, name });
+        const json = resultJson(r, { image: o.image, width: image.width, height: image.height, question, model: o.model, name, written: Boolean(o.out) });
         const written = o.out ? await writeResult(o.out, name, image, r, json) : [];
         if (o.json) { process.stdout.write(JSON.stringify(json, null, 2) + '\n'); return; }
         if (!streaming) process.stdout.write(r.text);

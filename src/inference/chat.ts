@@ -222,6 +222,7 @@ export class ChatSession {
     });
     const b = opts.box;
     if (b && !(b.x1 < b.x2 && b.y1 < b.y2)) throw new LisaError(`box (${b.x1}, ${b.y1}, ${b.x2}, ${b.y2}) must have x1 < x2 and y1 < y2`);
+    if (b && !(b.x1 >= 0 && b.y1 >= 0 && b.x2 <= ow && b.y2 <= oh)) throw new LisaError(`box (${b.x1}, ${b.y1}, ${b.x2}, ${b.y2}) is outside the ${ow}x${oh} image`);
     if (points.length === 0 && !b) return { tokens: 0, data: new Float32Array(0) };
     return this.model.sam.promptEncoder.embedPrompts(points, b ? { x1: b.x1 * sx, y1: b.y1 * sy, x2: b.x2 * sx, y2: b.y2 * sy } : null);
   }
