@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import sharp from 'sharp';
@@ -229,5 +229,45 @@ describe('smaller everyday fixes', () => {
     const b = lisa(...base, '--box', '10,10,5000,50');
     assert.equal(b.code, 1);
     assert.match(b.stderr, /^lisa: --box 10,10,5000,50 is outside the 1800x1200 image\n$/);
+  });
+});
+
+describe('one line instead of a stack trace', () => {
+  const m = join(FIXTURES, 'lisa-tiny');
+  const ckpt = join(m, 'checkpoint');
+  it('--image a folder, eval/sanity-set --out a file, a prediction that is a folder, config.json not matching the weights, /save onto a file', async () => {
+    const { mkdirSync, readdirSync, symlinkSync, readFileSync: rf } = await import('node:fs');
+    using d = tempDir();
+    const oneLine = (r: { code: number | null; stderr: string }, re: RegExp): void => {
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, re);
+      assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+    };
+    oneLine(lisa('segment', '--model', ckpt, '--vision-tower', join(ckpt, 'clip-vit-tiny-patch14'), '--image', d.path, '--query', 'q', '--cache-dir', join(d.path, 'c')), /is a folder, not an image file\n$/);
+    const file = join(d.path, 'file');
+    writeFileSync(file, 'x');
+    oneLine(lisa('sanity-set', '--out', file, '--data', join(FIXTURES, '..', 'data')), /^lisa: --out .*file: is a file, not a folder\n$/);
+    const data = join(d.path, 'data', 'val');
+    mkdirSync(data, { recursive: true });
+    writeFileSync(join(data, 'a.json'), JSON.stringify({ text: ['the cat'], is_sentence: false, shapes: [] }));
+    writeFileSync(join(data, 'a.jpg'), readFileSync(join(m, 'golden', 'inputs', 'truck.jpg')));
+    oneLine(lisa('eval', '--data', join(d.path, 'data'), '--dataset', 'reasonseg', '--predictions', d.path, '--out', file), /^lisa: --out .*file: is a file, not a folder\n$/);
+    const preds = join(d.path, 'preds');
+    mkdirSync(join(preds, 'a.png'), { recursive: true });
+    const p = lisa('eval', '--data', join(d.path, 'data'), '--dataset', 'reasonseg', '--predictions', preds, '--out', join(d.path, 'e'));
+    oneLine(p, /no query could be scored \(1 errors, the first: .*a\.png: is a folder, not an image file\)/);
+    const bad = join(d.path, 'badcfg');
+    mkdirSync(bad);
+    for (const f of readdirSync(ckpt)) if (f !== 'config.json') symlinkSync(join(ckpt, f), join(bad, f));
+    const cfg = JSON.parse(rf(join(ckpt, 'config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(bad, 'config.json'), JSON.stringify({ ...cfg, intermediate_size: 999 }));
+    oneLine(lisa('segment', '--model', bad, '--vision-tower', join(ckpt, 'clip-vit-tiny-patch14'), '--image', join(m, 'golden', 'inputs', 'truck.jpg'), '--query', 'q', '--cache-dir', join(d.path, 'c')),
+      /^lisa: .*badcfg\/config\.json: intermediate_size, hidden_size give model\.layers\.0\.mlp\.gate_proj\.weight the shape \[999, 64\], but the checkpoint has \[172, 64\]\n$/);
+    const chat = spawnSync(process.execPath, [join(ROOT, 'bin', 'lisa.js'), 'chat', '--model', ckpt, '--vision-tower', join(ckpt, 'clip-vit-tiny-patch14'), '--image', join(m, 'golden', 'inputs', 'truck.jpg'), '--cache-dir', join(d.path, 'c'), '--max-new-tokens', '2'],
+      { input: `What is it?\n/save ${file}\n/image ${d.path}\nAnd now?\n/quit\n`, encoding: 'utf8' });
+    assert.equal(chat.status, 0, chat.stderr);
+    assert.match(chat.stderr, /lisa: \/save .*file: is a file, not a folder/);
+    assert.match(chat.stderr, /lisa: .*: is a folder, not an image file/);
+    assert.equal((chat.stdout.match(/ASSISTANT:/g) ?? []).length, 2, 'the chat goes on after both mistakes');
   });
 });

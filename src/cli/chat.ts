@@ -5,6 +5,7 @@ import { decodeImage, type RgbImage } from '../image/decode.js';
 import type { SegmentResult } from '../inference/chat.js';
 import { Lisa } from '../inference/lisa.js';
 import { checkCacheDir, endProgress, loadOptions, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
+import { checkOutputDir } from '../io/file.js';
 import { resultJson, resultName, writeResult } from './output.js';
 
 interface ChatCliOptions extends ModelCliOptions { image?: string; maxNewTokens?: number }
@@ -59,6 +60,7 @@ export function registerChat(program: Command): void {
               const dir = line.slice('/save'.length).trim();
               if (!dir) throw new LisaError('usage: /save DIR');
               if (!last || !image) throw new LisaError('nothing to save yet: ask a question first');
+              checkOutputDir(dir, '/save');
               const img = image as { path: string; rgb: RgbImage };
               const l = last as { question: string; result: SegmentResult };
               const name = resultName(img.path);

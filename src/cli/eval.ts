@@ -7,6 +7,7 @@ import { DATASETS, loadDataset } from '../eval/datasets.js';
 import { runEval, type Protocol } from '../eval/runner.js';
 import { buildSanitySet } from '../eval/sanity-set.js';
 import { pct } from '../eval/metrics.js';
+import { checkOutputDir } from '../io/file.js';
 import { loadModel, parseIntArg, parseThreads, type ModelCliOptions } from './common.js';
 
 interface EvalCliOptions extends Partial<ModelCliOptions> { data: string; dataset: string; split: string; protocol: string; limit?: number; out: string; predictions?: string; maxNewTokens?: number }
@@ -30,6 +31,7 @@ export function registerEval(program: Command): void {
     .action(async (o: EvalCliOptions) => {
       const protocol: Protocol = o.predictions ? 'predictions' : (o.protocol as Protocol);
       if (!o.predictions && !o.model) throw new LisaError('--model is required (or --predictions DIR to score existing masks)', 2);
+      checkOutputDir(o.out, '--out');
       if (o.predictions && !existsSync(o.predictions)) throw new LisaError(`--predictions ${o.predictions}: no such folder`);
       const { items } = loadDataset(o.dataset, o.data, o.split);
       const model = o.model && !o.predictions ? loadModel(o as ModelCliOptions) : null;
@@ -73,6 +75,7 @@ export function registerEval(program: Command): void {
     .option('--data <dir>', 'the shared data folder', '../shared/data')
     .requiredOption('--out <dir>', 'output folder (gets val/)')
     .action(async (o: { data: string; out: string }) => {
+      checkOutputDir(o.out, '--out');
       const r = await buildSanitySet(o.data, o.out);
       process.stdout.write(`${r.count} samples written to ${o.out}/val (a sanity set, not ReasonSeg)\n`);
     });

@@ -21,8 +21,10 @@ export const MAX_IMAGE_FILE_BYTES = 256 * 1024 * 1024;
 export async function decodeImage(input: string | Uint8Array, name = typeof input === 'string' ? input : 'image'): Promise<RgbImage> {
   let bytes: Uint8Array;
   if (typeof input === 'string') {
-    let size: number;
-    try { size = statSync(input).size; } catch { throw new LisaError(`${input}: no such image file`); }
+    let st: ReturnType<typeof statSync>;
+    try { st = statSync(input); } catch { throw new LisaError(`${input}: no such image file`); }
+    if (!st.isFile()) throw new LisaError(`${input}: is a folder, not an image file`);
+    const size = st.size;
     if (size > MAX_IMAGE_FILE_BYTES) throw new LisaError(`${input}: ${size} bytes is larger than the ${MAX_IMAGE_FILE_BYTES}-byte limit for an image`);
     bytes = readFileSync(input);
   } else bytes = input;

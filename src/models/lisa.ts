@@ -39,6 +39,32 @@ export interface LisaLoadOptions extends EngineOptions {
   keepVisionSessions?: boolean;
 }
 
+/**
+ * config.json's sizes against the checkpoint's tensors, so a mismatch is one line naming the field and the
+ * tensor (it used to surface as "Add: cannot broadcast" from a graph builder).
+ */
+function checkConfigAgainstWeights(dir: string, c: LisaConfig, ckpt: Checkpoint): void {
+  const l = c.llama, hd = l.hiddenSize / l.numHeads;
+  const want: [string, number[], string][] = [
+    ['model.embed_tokens.weight', [l.vocabSize, l.hiddenSize], 'vocab_size, hidden_size'],
+    ['model.layers.0.self_attn.q_proj.weight', [l.hiddenSize, l.hiddenSize], 'hidden_size'],
+    ['model.layers.0.self_attn.k_proj.weight', [l.numKvHeads * hd, l.hiddenSize], 'num_key_value_heads, num_attention_heads, hidden_size'],
+    ['model.layers.0.mlp.gate_proj.weight', [l.intermediateSize, l.hiddenSize], 'intermediate_size, hidden_size'],
+    ['model.mm_projector.weight', [l.hiddenSize, c.mmHiddenSize], 'hidden_size, mm_hidden_size'],
+    ['model.text_hidden_fcs.0.2.weight', [c.outDim, l.hiddenSize], 'out_dim, hidden_size'],
+  ];
+  for (const [name, shape, fields] of want) {
+    const t = ckpt.tensors.get(name);
+    if (!t) throw new LisaError(`${dir}: checkpoint has no tensor ${name}`);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) throw new LisaError(`${dir}/config.json: ${fields} give ${name} the shape [${shape.join(', ')}], but the checkpoint has [${t.shape.join(', ')}]`);
+  }
+  if (!ckpt.tensors.has(`model.layers.${l.numLayers - 1}.input_layernorm.weight`) || ckpt.tensors.has(`model.layers.${l.numLayers}.input_layernorm.weight`)) {
+    let n = 0;
+    while (ckpt.tensors.has(`model.layers.${n}.input_layernorm.weight`)) n++;
+    throw new LisaError(`${dir}/config.json: num_hidden_layers is ${l.numLayers} but the checkpoint has ${n} layers`);
+  }
+}
+
 /** Everything computed from one image, reused for every question about it. */
 export interface ImageEncoding {
   image: RgbImage;
@@ -101,6 +127,7 @@ export class LisaModel {
     this.precision = resolved;
     this.llm = new LlamaCausalLM(this.config.llama, this.ckpt, this.engine, `llm_${resolved}`, resolved === 'int4' ? INT4 : resolved === 'int8' ? INT8 : null);
     const llm = this.config.llama;
+    checkConfigAgainstWeights(dir, this.config, this.ckpt);
     if (this.clipConfig.hiddenSize !== this.config.mmHiddenSize) throw new LisaError(`${clipDir}: CLIP width ${this.clipConfig.hiddenSize} does not match the model's mm_hidden_size ${this.config.mmHiddenSize}`);
     if (this.tokenizer.vocabSize !== llm.vocabSize) throw new LisaError(`${dir}: tokenizer has ${this.tokenizer.vocabSize} tokens but config.json vocab_size is ${llm.vocabSize}`);
   }
