@@ -3,7 +3,7 @@ import { generate } from '../src/inference/generate.js';
 import { llmForward } from '../src/inference/llm.js';
 import { join } from 'node:path';
 import { LisaModel } from '../src/models/lisa.js';
-const dir = process.argv.includes('--dir') ? process.argv[process.argv.indexOf('--dir') + 1]! : process.env.LISA_BENCH_DIR ?? '/work/full';
+const dir = process.argv.includes('--dir') ? process.argv[process.argv.indexOf('--dir') + 1]! : process.env.LISA_BENCH_DIR ?? (() => { throw new Error('give --dir DIR or LISA_BENCH_DIR (the generated checkpoint folder)'); })();
 const prepack = process.argv[2] !== 'no-prepack';
 const m = LisaModel.load(join(dir, 'LISA-7B-v1'), { visionTower: join(dir, 'clip-vit-large-patch14'), precision: 'int4', prepack });
 const L = 320;

@@ -10,7 +10,7 @@ import { llmForward } from '../src/inference/llm.js';
 import { LisaModel } from '../src/models/lisa.js';
 
 const what = process.argv[2] ?? 'decode';
-const dir = process.argv.includes('--dir') ? process.argv[process.argv.indexOf('--dir') + 1]! : '/work/full';
+const dir = process.argv.includes('--dir') ? process.argv[process.argv.indexOf('--dir') + 1]! : process.env.LISA_BENCH_DIR ?? (() => { throw new Error('give --dir DIR or LISA_BENCH_DIR (the generated checkpoint folder)'); })();
 const prefix = join(tmpdir(), `lisa-profile-${what}-${process.pid}`);
 const model = LisaModel.load(join(dir, 'LISA-7B-v1'), { visionTower: join(dir, 'clip-vit-large-patch14'), precision: 'int4', profilePrefix: prefix, memoryArena: process.argv.includes('arena') });
 if (what === 'sam') {

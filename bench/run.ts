@@ -36,7 +36,7 @@ interface LlamaCppResult { load_s: number; prefill_s: number; decode_s_per_token
 
 const args = process.argv.slice(2);
 const get = (f: string): string | undefined => { const i = args.indexOf(f); return i >= 0 ? args[i + 1] : undefined; };
-const dir = get('--dir') ?? process.env.LISA_BENCH_DIR ?? '/work/full';
+const dir = get('--dir') ?? process.env.LISA_BENCH_DIR ?? '';
 const modelName = get('--model') ?? 'LISA-7B-v1';
 const modelDir = join(dir, modelName), clipDir = join(dir, 'clip-vit-large-patch14');
 const threads = Number(get('--threads') ?? cpus().length);
@@ -190,6 +190,10 @@ async function main(): Promise<void> {
   const only = get('--only')?.split(',');
   // train-tiny runs on the fixtures alone; everything else needs the generated full-size checkpoint.
   const fullSize = !only || only.some((n) => n !== 'train-tiny');
+  if (fullSize && !dir) {
+    process.stderr.write('bench: give --dir DIR (or LISA_BENCH_DIR): the folder of the generated full-size checkpoint (node dist/bench/make-checkpoint.js --out DIR)\n');
+    process.exit(2);
+  }
   if (fullSize && !existsSync(join(modelDir, 'config.json'))) {
     process.stderr.write(`bench: no generated checkpoint in ${modelDir}; run: node dist/bench/make-checkpoint.js --out ${dir}\n`);
     process.exit(1);

@@ -1,7 +1,7 @@
 /** One SAM ViT-H encoder session: load + two runs, printing time and peak RSS (for the arena experiment). */
 import { join } from 'node:path';
 import { LisaModel } from '../src/models/lisa.js';
-const dir = process.argv.includes('--dir') ? process.argv[process.argv.indexOf('--dir') + 1]! : process.env.LISA_BENCH_DIR ?? '/work/full';
+const dir = process.argv.includes('--dir') ? process.argv[process.argv.indexOf('--dir') + 1]! : process.env.LISA_BENCH_DIR ?? (() => { throw new Error('give --dir DIR or LISA_BENCH_DIR (the generated checkpoint folder)'); })();
 const arena = process.argv[2] !== 'no-arena';
 const sam = process.argv[3] === 'int8' ? 'int8' : 'fp32';
 const m = LisaModel.load(join(dir, 'LISA-7B-v1'), { visionTower: join(dir, 'clip-vit-large-patch14'), memoryArena: arena, samPrecision: sam });

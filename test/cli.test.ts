@@ -271,3 +271,16 @@ describe('one line instead of a stack trace', () => {
     assert.equal((chat.stdout.match(/ASSISTANT:/g) ?? []).length, 2, 'the chat goes on after both mistakes');
   });
 });
+
+describe('eval and convert share the model options', () => {
+  it('eval and convert take --precision, --sam-precision and --low-memory; sanity-set needs --data', () => {
+    for (const cmd of ['eval', 'convert']) {
+      const h = lisa(cmd, '--help');
+      assert.equal(h.code, 0);
+      for (const flag of ['--precision', '--sam-precision', '--low-memory', '--threads', '--cache-dir', '--vision-tower']) assert.ok(h.stdout.includes(flag), `${cmd} --help lacks ${flag}`);
+    }
+    const s = lisa('sanity-set', '--out', 'x');
+    assert.equal(s.code, 2);
+    assert.match(s.stderr, /required option '--data <dir>'/);
+  });
+});

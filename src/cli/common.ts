@@ -19,10 +19,13 @@ export function parseIntArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER
 /** --threads: at most the machine's cores (more only oversubscribes them: a 1000-thread run was 150× slower). */
 export const parseThreads = parseIntArg('--threads', 1, availableParallelism());
 
-/** --model, --vision-tower, --threads, --cache-dir: shared by every command that runs the model. */
-export function modelOptions(cmd: Command): Command {
-  return cmd
-    .requiredOption('--model <dir>', 'LISA checkpoint folder (released layout: config.json, weights, tokenizer)')
+/**
+ * --model, --vision-tower, --threads, --cache-dir, --precision, --sam-precision, --low-memory: declared once for
+ * every command that runs a model (eval and convert used to re-declare them and lacked some).
+ */
+export function modelOptions(cmd: Command, opts: { modelRequired?: boolean; modelHelp?: string } = {}): Command {
+  const help = opts.modelHelp ?? 'LISA checkpoint folder (released layout: config.json, weights, tokenizer)';
+  return (opts.modelRequired === false ? cmd.option('--model <dir>', help) : cmd.requiredOption('--model <dir>', help))
     .option('--vision-tower <dir>', 'CLIP vision tower folder (openai/clip-vit-large-patch14 layout); default: found from config.json beside the model')
     .option('--threads <n>', 'onnxruntime threads (default: all cores)', parseThreads)
     .option('--cache-dir <dir>', 'compiled-graph cache (default: $LISA_CACHE or ~/.cache/lisa-ts)')

@@ -8,18 +8,13 @@ import { runEval, type Protocol } from '../eval/runner.js';
 import { buildSanitySet } from '../eval/sanity-set.js';
 import { pct } from '../eval/metrics.js';
 import { checkOutputDir } from '../io/file.js';
-import { loadModel, parseIntArg, parseThreads, type ModelCliOptions } from './common.js';
+import { loadModel, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 
 interface EvalCliOptions extends Partial<ModelCliOptions> { data: string; dataset: string; split: string; protocol: string; limit?: number; out: string; predictions?: string; maxNewTokens?: number }
 
 export function registerEval(program: Command): void {
-  program
-    .command('eval')
+  modelOptions(program.command('eval'), { modelRequired: false, modelHelp: 'LISA checkpoint folder (not needed with --predictions)' })
     .description('evaluate on ReasonSeg / refCOCO(+/g) / gRefCOCO with the official metrics (gIoU, cIoU); resumable')
-    .option('--model <dir>', 'LISA checkpoint folder (not needed with --predictions)')
-    .option('--vision-tower <dir>', 'CLIP vision tower folder')
-    .option('--threads <n>', 'onnxruntime threads', parseThreads)
-    .option('--cache-dir <dir>', 'compiled-graph cache')
     .requiredOption('--data <dir>', 'dataset root (ReasonSeg: folder with <split>/; refer: folder with <dataset>/ and images/)')
     .addOption(new Option('--dataset <name>', 'the benchmark').choices([...DATASETS]).makeOptionMandatory())
     .option('--split <name>', 'split (ReasonSeg: val/test/train; refcoco(+): val/testA/testB; refcocog: val/test)', 'val')
@@ -72,7 +67,7 @@ export function registerEval(program: Command): void {
   program
     .command('sanity-set')
     .description('build the small real-image sanity set (VOC, COCO, labelme images from shared/data; NOT ReasonSeg) in the ReasonSeg layout')
-    .option('--data <dir>', 'the shared data folder', '../shared/data')
+    .requiredOption('--data <dir>', 'the data folder to build from (lisa-ts\'s shared/data: VOC, COCO, labelme samples)')
     .requiredOption('--out <dir>', 'output folder (gets val/)')
     .action(async (o: { data: string; out: string }) => {
       checkOutputDir(o.out, '--out');
