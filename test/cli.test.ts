@@ -284,3 +284,23 @@ describe('eval and convert share the model options', () => {
     assert.match(s.stderr, /required option '--data <dir>'/);
   });
 });
+
+describe('lisa cache', () => {
+  it('lists graphs and converted weights with sizes, and clears by name', () => {
+    using d = tempDir();
+    const m = join(FIXTURES, 'lisa-tiny', 'checkpoint');
+    const c = join(d.path, 'cache');
+    assert.equal(lisa('convert', '--model', m, '--vision-tower', join(m, 'clip-vit-tiny-patch14'), '--cache-dir', c).code, 0);
+    const l = lisa('cache', 'list', '--cache-dir', c, '--json');
+    assert.equal(l.code, 0, l.stderr);
+    const entries = (JSON.parse(l.stdout) as { entries: { kind: string; name: string; bytes: number }[] }).entries;
+    assert.ok(entries.some((e) => e.kind === 'graph' && e.name.startsWith('clip-')));
+    assert.ok(entries.some((e) => e.kind === 'weights' && e.bytes > 0));
+    const r = lisa('cache', 'clear', 'clip', '--cache-dir', c);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^removed \d+ graphs? \(/);
+    const after = (JSON.parse(lisa('cache', 'list', '--cache-dir', c, '--json').stdout) as { entries: { name: string }[] }).entries;
+    assert.ok(!after.some((e) => e.name.startsWith('clip-')));
+    assert.equal(lisa('cache', 'clear', 'nosuch', '--cache-dir', c).code, 1);
+  });
+});

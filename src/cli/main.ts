@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { LisaError } from '../errors.js';
+import { registerCache } from './cache.js';
 import { registerChat } from './chat.js';
 import { registerConvert } from './convert.js';
 import { registerDump } from './dump.js';
@@ -49,6 +50,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   registerTrainStep(program);
   registerTrain(program);
   registerMerge(program);
+  registerCache(program);
 
   try {
     await program.parseAsync(argv as string[]);
