@@ -243,7 +243,7 @@ describe('one line instead of a stack trace', () => {
       assert.match(r.stderr, re);
       assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
     };
-    oneLine(lisa('segment', '--model', ckpt, '--vision-tower', join(ckpt, 'clip-vit-tiny-patch14'), '--image', d.path, '--query', 'q', '--cache-dir', join(d.path, 'c')), /is a folder, not an image file\n$/);
+    oneLine(lisa('segment', '--model', ckpt, '--vision-tower', join(ckpt, 'clip-vit-tiny-patch14'), '--image', d.path, '--query', 'q', '--cache-dir', join(d.path, 'c')), /the folder holds no JPEG, PNG or WebP image\n$/);
     const file = join(d.path, 'file');
     writeFileSync(file, 'x');
     oneLine(lisa('sanity-set', '--out', file, '--data', join(FIXTURES, '..', 'data')), /^lisa: --out .*file: is a file, not a folder\n$/);
@@ -302,5 +302,28 @@ describe('lisa cache', () => {
     const after = (JSON.parse(lisa('cache', 'list', '--cache-dir', c, '--json').stdout) as { entries: { name: string }[] }).entries;
     assert.ok(!after.some((e) => e.name.startsWith('clip-')));
     assert.equal(lisa('cache', 'clear', 'nosuch', '--cache-dir', c).code, 1);
+  });
+});
+
+describe('lisa segment over several images', () => {
+  it('one process, one result set per image (same stems kept apart), a summary, and failures listed with exit 1', async () => {
+    const { mkdirSync, copyFileSync, existsSync: ex } = await import('node:fs');
+    using d = tempDir();
+    const m = join(FIXTURES, 'lisa-tiny');
+    const ckpt = join(m, 'checkpoint');
+    mkdirSync(join(d.path, 'a')); mkdirSync(join(d.path, 'b'));
+    copyFileSync(join(m, 'golden', 'inputs', 'truck.jpg'), join(d.path, 'a', 'photo.jpg'));
+    copyFileSync(join(m, 'golden', 'inputs', 'synthetic.png'), join(d.path, 'b', 'photo.png'));
+    writeFileSync(join(d.path, 'b', 'broken.jpg'), 'not an image');
+    const out = join(d.path, 'out');
+    const r = lisa('segment', '--model', ckpt, '--vision-tower', join(ckpt, 'clip-vit-tiny-patch14'), '--image', join(d.path, 'a', 'photo.jpg'), join(d.path, 'b'),
+      '--query', 'What can carry cargo?', '--answer', 'Sure, [SEG].', '--out', out, '--cache-dir', join(d.path, 'c'));
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stdout, /2 of 3 images segmented, 2 masks, results in /);
+    assert.match(r.stderr, /lisa: .*broken\.jpg: not a readable image/);
+    assert.match(r.stderr, /lisa: 1 of 3 images failed \(listed above\)/);
+    for (const f of ['photo.json', 'photo_mask_0.png', 'photo_2.json', 'photo_2_mask_0.png']) assert.ok(ex(join(out, f)), f);
+    const second = JSON.parse(readFileSync(join(out, 'photo_2.json'), 'utf8')) as { width: number; image: string };
+    assert.equal(second.width, 321, 'the PNG with the same stem got its own files');
   });
 });

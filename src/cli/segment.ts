@@ -1,3 +1,6 @@
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import { LisaError } from '../errors.js';
 import { decodeImage } from '../image/decode.js';
@@ -8,12 +11,12 @@ import { checkCacheDir, clearProgress, endProgress, loadOptions, modelOptions, p
 import { resultJson, resultName, writeResult } from './output.js';
 import { parseBox, parsePoint } from './prompts.js';
 
-interface SegmentCliOptions extends ModelCliOptions { image: string; query?: string; out?: string; json?: boolean; answer?: string; maxNewTokens?: number; point?: PointPrompt[]; box?: BoxPrompt }
+interface SegmentCliOptions extends ModelCliOptions { image: string[]; query?: string; out?: string; json?: boolean; answer?: string; maxNewTokens?: number; point?: PointPrompt[]; box?: BoxPrompt }
 
 export function registerSegment(program: Command): void {
   modelOptions(program.command('segment'))
     .description('answer a question about an image and write one mask per [SEG] (PNG), an overlay and a JSON summary')
-    .requiredOption('--image <file>', 'input image (JPEG, PNG or WebP)')
+    .requiredOption('--image <file...>', 'input image (JPEG, PNG or WebP); several files or a folder run as a batch in one process (--out gets one result set per image)')
     .option('--query <text>', 'the question (may be omitted with --point/--box: plain SAM)')
     .option('--out <dir>', 'write <name>_mask_<i>.png, <name>_overlay.png and <name>.json here')
     .option('--json', 'print the JSON summary to stdout instead of prose')
@@ -27,10 +30,12 @@ export function registerSegment(program: Command): void {
       if (o.answer !== undefined && !question.trim()) throw new LisaError('--answer needs --query');
       if (o.out) checkOutputDir(o.out, '--out');
       checkCacheDir(o);
-      const image = await decodeImage(o.image);
+      const paths = expandImages(o.image);
+      if (paths.length > 1) { await segmentBatch(o, paths, question); return; }
+      const imagePath = paths[0]!;
+      const image = await decodeImage(imagePath);
       // SAM prompts must lie on the image: checked before anything is encoded.
-      for (const p of o.point ?? []) if (!(p.x >= 0 && p.x < image.width && p.y >= 0 && p.y < image.height)) throw new LisaError(`--point ${p.x},${p.y} is outside the ${image.width}x${image.height} image`);
-      if (o.box && !(o.box.x1 >= 0 && o.box.y1 >= 0 && o.box.x2 <= image.width && o.box.y2 <= image.height)) throw new LisaError(`--box ${o.box.x1},${o.box.y1},${o.box.x2},${o.box.y2} is outside the ${image.width}x${image.height} image`);
+      checkPrompts(o, image.width, image.height);
       // One image per run: the vision sessions are closed once it is encoded, before the LLM opens.
       const lisa = Lisa.load(o.model, { ...loadOptions(o), keepVisionSessions: false });
       try {
@@ -43,8 +48,8 @@ export function registerSegment(program: Command): void {
           ...(streaming ? { onText: (d: string) => { endProgress(); process.stdout.write(d); } } : {}),
         });
         clearProgress();
-        const name = resultName(o.image);
-        const json = resultJson(r, { image: o.image, width: image.width, height: image.height, question, model: o.model, name, written: Boolean(o.out) });
+        const name = resultName(imagePath);
+        const json = resultJson(r, { image: imagePath, width: image.width, height: image.height, question, model: o.model, name, written: Boolean(o.out) });
         const written = o.out ? await writeResult(o.out, name, image, r, json) : [];
         if (o.json) { process.stdout.write(JSON.stringify(json, null, 2) + '\n'); return; }
         if (!streaming) process.stdout.write(r.text);
@@ -57,4 +62,73 @@ export function registerSegment(program: Command): void {
         await lisa.close();
       }
     });
+}
+
+/** The --image arguments: files as given, a folder as its JPEG/PNG/WebP files in name order. */
+function expandImages(args: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const a of args) {
+    let st;
+    try { st = statSync(a); } catch { throw new LisaError(`${a}: no such image file or folder`); }
+    if (!st.isDirectory()) { out.push(a); continue; }
+    const files = readdirSync(a).filter((f) => /\.(jpe?g|png|webp)$/i.test(f)).sort().map((f) => join(a, f));
+    if (files.length === 0) throw new LisaError(`${a}: the folder holds no JPEG, PNG or WebP image`);
+    out.push(...files);
+  }
+  return out;
+}
+
+function checkPrompts(o: SegmentCliOptions, w: number, h: number): void {
+  for (const p of o.point ?? []) if (!(p.x >= 0 && p.x < w && p.y >= 0 && p.y < h)) throw new LisaError(`--point ${p.x},${p.y} is outside the ${w}x${h} image`);
+  const b = o.box;
+  if (b && !(b.x1 >= 0 && b.y1 >= 0 && b.x2 <= w && b.y2 <= h)) throw new LisaError(`--box ${b.x1},${b.y1},${b.x2},${b.y2} is outside the ${w}x${h} image`);
+}
+
+/**
+ * Several images in one process: the model loads once and the vision sessions stay open; each image gets its own
+ * result files (names made unique when two images share a stem), a failing image is reported and the rest go on.
+ */
+async function segmentBatch(o: SegmentCliOptions, paths: readonly string[], question: string): Promise<void> {
+  const lisa = Lisa.load(o.model, loadOptions(o));
+  const bar = process.stderr.isTTY && !o.json ? new cliProgress.SingleBar({ format: 'segment [{bar}] {value}/{total} images | ETA {eta_formatted}', hideCursor: true }, cliProgress.Presets.shades_classic) : null;
+  const used = new Set<string>();
+  const failed: string[] = [];
+  const results: Record<string, unknown>[] = [];
+  let masks = 0;
+  try {
+    clearProgress();
+    bar?.start(paths.length, 0);
+    for (const path of paths) {
+      try {
+        const image = await decodeImage(path);
+        checkPrompts(o, image.width, image.height);
+        const r = await lisa.segment(image, question, {
+          ...(o.maxNewTokens ? { maxNewTokens: o.maxNewTokens } : {}),
+          ...(o.answer !== undefined ? { answer: o.answer } : {}),
+          ...(o.point ? { points: o.point } : {}),
+          ...(o.box ? { box: o.box } : {}),
+        });
+        let name = resultName(path);
+        for (let k = 2; used.has(name); k++) name = `${resultName(path)}_${k}`;
+        used.add(name);
+        const json = resultJson(r, { image: path, width: image.width, height: image.height, question, model: o.model, name, written: Boolean(o.out) });
+        if (o.out) await writeResult(o.out, name, image, r, json);
+        results.push(json);
+        masks += r.masks.length;
+        if (!o.json && !bar) process.stdout.write(`${path}: ${r.text.replace(/\s+/g, ' ').trim()} (${r.masks.length} mask${r.masks.length === 1 ? '' : 's'})\n`);
+      } catch (e) {
+        if (!(e instanceof LisaError)) throw e;
+        failed.push(`${path}: ${e.message}`);
+      }
+      bar?.increment();
+    }
+    bar?.stop();
+    if (o.json) process.stdout.write(JSON.stringify(results, null, 2) + '\n');
+    for (const f of failed) process.stderr.write(`lisa: ${f}\n`);
+    process.stdout.write(`${paths.length - failed.length} of ${paths.length} images segmented, ${masks} masks${o.out ? `, results in ${o.out}` : ''}\n`);
+    if (failed.length) throw new LisaError(`${failed.length} of ${paths.length} images failed (listed above)`);
+  } finally {
+    bar?.stop();
+    await lisa.close();
+  }
 }
