@@ -67,6 +67,16 @@ describe('lisa eval on a ReasonSeg-layout sanity set', () => {
     assert.equal(again.scored, 1, 'the same settings resume');
   });
 
+  it('--save-masks writes each prediction, and scoring them with --predictions gives the same numbers', async () => {
+    const { items } = loadDataset('reasonseg', data, 'val');
+    const masks = join(tmp.path, 'saved-masks');
+    const a = await runEval(lisa.model, items, { protocol: 'teacher-forced', outDir: join(tmp.path, 'save-a'), limit: 3, saveMasks: masks });
+    const b = await runEval(null, items, { protocol: 'predictions', outDir: join(tmp.path, 'save-b'), limit: 3, predictions: masks });
+    assert.equal(b.scored, 3);
+    assert.deepEqual([b.overall.giou, b.overall.ciou], [a.overall.giou, a.overall.ciou]);
+    assert.deepEqual(records(join(tmp.path, 'save-b')).map((r) => [r.intersection, r.union]), records(join(tmp.path, 'save-a')).map((r) => [r.intersection, r.union]));
+  });
+
   it('generate protocol records whether the answer had a [SEG]', async () => {
     const { items } = loadDataset('reasonseg', data, 'val');
     const report = await runEval(lisa.model, items, { protocol: 'generate', outDir: join(tmp.path, 'gen'), limit: 1, maxNewTokens: 3 });

@@ -10,7 +10,7 @@ import { pct } from '../eval/metrics.js';
 import { checkOutputDir } from '../io/file.js';
 import { loadModel, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 
-interface EvalCliOptions extends Partial<ModelCliOptions> { data: string; dataset: string; split: string; protocol: string; limit?: number; out: string; predictions?: string; maxNewTokens?: number }
+interface EvalCliOptions extends Partial<ModelCliOptions> { data: string; dataset: string; split: string; protocol: string; limit?: number; out: string; predictions?: string; saveMasks?: string; maxNewTokens?: number }
 
 export function registerEval(program: Command): void {
   modelOptions(program.command('eval'), { modelRequired: false, modelHelp: 'LISA checkpoint folder (not needed with --predictions)' })
@@ -22,11 +22,13 @@ export function registerEval(program: Command): void {
     .option('--limit <n>', 'only the first N images', parseIntArg('--limit', 1))
     .option('--out <dir>', 'results.jsonl (appended per query; rerun to resume), report.json, report.md', 'eval-out')
     .option('--predictions <dir>', 'score masks another model wrote: <query id>.png per query (non-zero = object)')
+    .option('--save-masks <dir>', 'also write each predicted mask as <dir>/<query id>.png, to score again with --predictions')
     .option('--max-new-tokens <n>', 'generate protocol: tokens per answer (default 512)', parseIntArg('--max-new-tokens', 1))
     .action(async (o: EvalCliOptions) => {
       const protocol: Protocol = o.predictions ? 'predictions' : (o.protocol as Protocol);
       if (!o.predictions && !o.model) throw new LisaError('--model is required (or --predictions DIR to score existing masks)', 2);
       checkOutputDir(o.out, '--out');
+      if (o.saveMasks) checkOutputDir(o.saveMasks, '--save-masks');
       if (o.predictions && !existsSync(o.predictions)) throw new LisaError(`--predictions ${o.predictions}: no such folder`);
       const { items } = loadDataset(o.dataset, o.data, o.split);
       const model = o.model && !o.predictions ? loadModel(o as ModelCliOptions) : null;
@@ -39,6 +41,7 @@ export function registerEval(program: Command): void {
           ...(o.limit ? { limit: o.limit } : {}),
           ...(o.maxNewTokens ? { maxNewTokens: o.maxNewTokens } : {}),
           ...(o.predictions ? { predictions: o.predictions } : {}),
+          ...(o.saveMasks ? { saveMasks: o.saveMasks } : {}),
           settings: { dataset: o.dataset, split: o.split, data: resolve(o.data), ...(model ? { model: resolve(o.model!), precision: model.precision, ...(o.visionTower ? { visionTower: resolve(o.visionTower) } : {}) } : {}) },
           onProgress: (done, total, resumed) => {
             const rate = (done - resumed) / Math.max((Date.now() - started) / 1000, 1e-3);

@@ -1,5 +1,6 @@
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import sharp from 'sharp';
 import { LisaError } from '../errors.js';
 import { decodeImage } from '../image/decode.js';
 import { writeAtomic } from '../io/file.js';
@@ -31,6 +32,8 @@ export interface EvalOptions {
   maxNewTokens?: number;
   /** predictions protocol: folder with `<query id>.png` per query. */
   predictions?: string;
+  /** Write each query's predicted mask as `<saveMasks>/<query id>.png` (0/255), so `--predictions` can score it again. */
+  saveMasks?: string;
   onProgress?: (done: number, total: number, resumed: number) => void;
   /**
    * What defines the numbers (dataset, split, model, precision…), recorded in `<outDir>/run.json`: a folder holding
@@ -59,6 +62,13 @@ function readRecords(path: string): QueryRecord[] {
     try { out.push(JSON.parse(line) as QueryRecord); } catch { /* a line cut by an interruption: that query is run again */ }
   }
   return out;
+}
+
+/** A 0/1 mask as a single-channel 0/255 PNG, written atomically (what `--predictions` reads back). */
+async function saveMask(path: string, mask: Uint8Array, w: number, h: number): Promise<void> {
+  mkdirSync(dirname(path), { recursive: true });
+  const png = await sharp(Buffer.from(mask.map((v) => (v ? 255 : 0))), { raw: { width: w, height: h, channels: 1 } }).toColourspace('b-w').png().toBuffer();
+  writeAtomic(path, [png]);
 }
 
 /** Non-zero pixels of a PNG as a 0/1 mask, checked against the image size. */
@@ -135,6 +145,7 @@ export async function runEval(model: LisaModel | null, items: EvalItem[], opts: 
           const logits = seg.predMasks.data as Float32Array;
           pred = noSeg ? new Uint8Array(hw) : Uint8Array.from(logits.subarray(0, hw), (v) => (v > 0 ? 1 : 0));
         }
+        if (opts.saveMasks && opts.protocol !== 'predictions') await saveMask(join(opts.saveMasks, `${q.id}.png`), pred, image.width, image.height);
         const s = intersectionAndUnion(pred, gt);
         record({ item: item.id, id: q.id, text: q.text, isSentence: q.isSentence, intersection: s.intersection, union: s.union, ...(noSeg !== undefined ? { noSeg } : {}), ms: Math.round(performance.now() - t0) });
       } catch (e) {
