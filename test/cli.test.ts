@@ -327,3 +327,46 @@ describe('lisa segment over several images', () => {
     assert.equal(second.width, 321, 'the PNG with the same stem got its own files');
   });
 });
+
+describe('a trustworthy cache', () => {
+  const m = join(FIXTURES, 'lisa-tiny', 'checkpoint');
+  const convert = (cache: string): string[] => ['convert', '--model', m, '--vision-tower', join(m, 'clip-vit-tiny-patch14'), '--cache-dir', cache];
+  it('two processes building the same graphs at once both succeed, with one result each', async () => {
+    const { spawn } = await import('node:child_process');
+    const { readdirSync } = await import('node:fs');
+    using d = tempDir();
+    const c = join(d.path, 'cache');
+    const run = (): Promise<number | null> => new Promise((r) => spawn(process.execPath, [join(ROOT, 'bin', 'lisa.js'), ...convert(c)], { stdio: 'ignore' }).on('exit', r));
+    assert.deepEqual(await Promise.all([run(), run()]), [0, 0]);
+    const graphs = readdirSync(join(c, 'graphs'));
+    assert.ok(!graphs.some((g) => g.startsWith('.staging')), 'no staging folder left');
+    const names = graphs.map((g) => g.replace(/-[0-9a-f]{20}$/, ''));
+    assert.equal(new Set(names).size, names.length, `one folder per graph: ${graphs.join(', ')}`);
+  });
+  it('a damaged cached graph is rebuilt, not loaded', async () => {
+    const { readdirSync, truncateSync } = await import('node:fs');
+    using d = tempDir();
+    const c = join(d.path, 'cache');
+    assert.equal(lisa(...convert(c)).code, 0);
+    for (const g of readdirSync(join(c, 'graphs'))) truncateSync(join(c, 'graphs', g, 'model.onnx'), 100);
+    const r = lisa('segment', '--model', m, '--vision-tower', join(m, 'clip-vit-tiny-patch14'), '--image', join(FIXTURES, 'lisa-tiny', 'golden', 'inputs', 'truck.jpg'), '--query', 'q', '--answer', 'Sure, [SEG].', '--cache-dir', c);
+    assert.equal(r.code, 0, r.stderr);
+  });
+  it('a full disk during lisa convert is one clear line and leaves nothing a later run would trust (tmpfs)', () => {
+    using d = tempDir();
+    const mnt = join(d.path, 'small');
+    spawnSync('mkdir', ['-p', mnt]);
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', mnt]);
+    assert.equal(mounted.status, 0, `mount a 3 MB tmpfs (needs root, as CI has): ${mounted.stderr}`);
+    try {
+      const r = lisa(...convert(mnt));
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.match(r.stderr, /^lisa: .*small: cannot write the cache \(ENOSPC\) while building \w+; free space there or give another --cache-dir\n$/m);
+      assert.doesNotMatch(r.stderr, /\n\s+at /);
+      const left = spawnSync('sh', ['-c', `find '${mnt}' -name '*.tmp-*' -o -name '.staging-*' | wc -l`], { encoding: 'utf8' }).stdout.trim();
+      assert.equal(left, '0', 'no temp or staging files left');
+    } finally {
+      spawnSync('umount', [mnt]);
+    }
+  });
+});

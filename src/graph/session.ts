@@ -66,6 +66,19 @@ export class Engine {
 
   /** Writes (or finds) the compiled graph on disk; returns its folder. */
   compile(graph: Graph): { dir: string; cached: boolean } {
+    try {
+      return this.compileOnce(graph);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      // A full disk, a quota or a read-only cache: one clear line (the staging folder and temp files are gone).
+      if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EROFS' || code === 'EACCES' || code === 'EPERM') {
+        throw new LisaError(`${this.cacheDir}: cannot write the cache (${code}) while building ${graph.name}; free space there or give another --cache-dir`);
+      }
+      throw e;
+    }
+  }
+
+  private compileOnce(graph: Graph): { dir: string; cached: boolean } {
     if (graph.outputs.length === 0) throw new Error(`graph ${graph.name} has no outputs`);
     const graphsDir = join(this.cacheDir, 'graphs');
     mkdirSync(graphsDir, { recursive: true });
@@ -98,7 +111,18 @@ export class Engine {
    * sees a new shape every token).
    */
   async load(graph: Graph, opts: { memoryArena?: boolean; prepack?: boolean } = {}): Promise<EngineSession> {
-    const { dir } = this.compile(graph);
+    const { dir, cached } = this.compile(graph);
+    try {
+      return await this.open(graph, dir, opts);
+    } catch (e) {
+      if (!cached) throw e;
+      // A cached graph onnxruntime cannot load (a damaged file): rebuilt once, never trusted again.
+      rmSync(dir, { recursive: true, force: true });
+      return this.open(graph, this.compile(graph).dir, opts);
+    }
+  }
+
+  private async open(graph: Graph, dir: string, opts: { memoryArena?: boolean; prepack?: boolean }): Promise<EngineSession> {
     const session = await ort.InferenceSession.create(join(dir, 'model.onnx'), {
       intraOpNumThreads: this.threads,
       interOpNumThreads: 1,
