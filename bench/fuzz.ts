@@ -80,6 +80,8 @@ export const TARGETS: Target[] = [
   { name: 'onnx', seeds: () => [tinyOnnx()], parse: (p) => readOnnx(p) },
 ];
 
+const cat = (...parts: Uint8Array[]): Uint8Array => new Uint8Array(Buffer.concat(parts));
+
 /** The case's bytes: one to four mutations of a seed (some structure-aware). */
 export function mutate(seed: Uint8Array, others: readonly Uint8Array[], rand: () => number): Uint8Array {
   let b: Uint8Array = Uint8Array.from(seed);
@@ -91,8 +93,8 @@ export function mutate(seed: Uint8Array, others: readonly Uint8Array[], rand: ()
     if (kind === 0 && b.length) b[pos()]! ^= 1 << Math.floor(rand() * 8); // bit flip
     else if (kind === 1 && b.length) b[pos()] = interesting[Math.floor(rand() * interesting.length)]!; // byte set
     else if (kind === 2) b = b.subarray(0, pos()); // truncation
-    else if (kind === 3) { const extra = Uint8Array.from({ length: 1 + Math.floor(rand() * 64) }, () => Math.floor(rand() * 256)); const p = pos(); b = Uint8Array.from([...b.subarray(0, p), ...extra, ...b.subarray(p)]); }
-    else if (kind === 4 && others.length) { const o = others[Math.floor(rand() * others.length)]!; const a = Math.floor(rand() * o.length), len = Math.floor(rand() * Math.min(256, o.length - a)); const p = pos(); b = Uint8Array.from([...b.subarray(0, p), ...o.subarray(a, a + len), ...b.subarray(p)]); }
+    else if (kind === 3) { const extra = Uint8Array.from({ length: 1 + Math.floor(rand() * 64) }, () => Math.floor(rand() * 256)); const p = pos(); b = cat(b.subarray(0, p), extra, b.subarray(p)); }
+    else if (kind === 4 && others.length) { const o = others[Math.floor(rand() * others.length)]!; const a = Math.floor(rand() * o.length), len = Math.floor(rand() * Math.min(256, o.length - a)); const p = pos(); b = cat(b.subarray(0, p), o.subarray(a, a + len), b.subarray(p)); }
     else if (kind === 5 && b.length >= 8) {
       // A little-endian 32- or 64-bit field (a length, an offset, a count) set to an extreme.
       const p = Math.floor(rand() * (b.length - 8)), v = [0, 1, 0xffffffff, 0x7fffffff, 0x80000000][Math.floor(rand() * 5)]!;
@@ -107,7 +109,8 @@ export function mutate(seed: Uint8Array, others: readonly Uint8Array[], rand: ()
 
 /** Replaces one value of the first JSON object inside the bytes (a whole file, or a safetensors header) with an extreme one. */
 function mutateJson(b: Uint8Array, rand: () => number): Uint8Array {
-  const text = Buffer.from(b).toString('latin1');
+  // The first JSON object of the first 64 KiB (a header, a config, an annotation): a bounded scan.
+  const text = Buffer.from(b.subarray(0, 65536)).toString('latin1');
   const start = text.indexOf('{');
   if (start < 0) return b;
   let depth = 0, end = -1;
@@ -129,7 +132,7 @@ function mutateJson(b: Uint8Array, rand: () => number): Uint8Array {
   for (const k of path.slice(0, -1)) parent = parent[k] as Record<string | number, unknown>;
   parent[path[path.length - 1]!] = extremes[Math.floor(rand() * extremes.length)];
   const body = Buffer.from(JSON.stringify(obj), 'utf8');
-  return Uint8Array.from([...b.subarray(0, start), ...body, ...b.subarray(end)]);
+  return cat(b.subarray(0, start), body, b.subarray(end));
 }
 
 /** One parser's campaign: `cases` mutated files, each parsed; findings are the exceptions that are not LisaErrors naming the file. */
