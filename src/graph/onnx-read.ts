@@ -1,7 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { LisaError } from '../errors.js';
 import type { DType } from '../io/dtype.js';
-import { fieldFloat, fieldInt, fieldInts, fieldString, readFields, type ProtoField } from './protobuf.js';
+import { fieldBytes, fieldFloat, fieldInt, fieldInts, fieldString, readFields, requireField, type ProtoField } from './protobuf.js';
 
 /**
  * Reads an ONNX ModelProto: nodes, graph inputs/outputs and initializers (inline raw_data / float_data).
@@ -23,12 +23,12 @@ function parseTensor(buf: Uint8Array, where: string): OnnxTensor {
   const name = f.find((x) => x.field === 8);
   const raw = f.find((x) => x.field === 9);
   let data: Uint8Array;
-  if (raw) data = new Uint8Array(raw.value as Uint8Array);
+  if (raw) data = new Uint8Array(fieldBytes(raw));
   else if (dtype === 'float32') {
     const vals: number[] = [];
     for (const x of f) if (x.field === 4) {
       if (x.wire === 5) vals.push(fieldFloat(x));
-      else if (x.wire === 2) { const b = Buffer.from(x.value as Uint8Array); for (let i = 0; i + 4 <= b.length; i += 4) vals.push(b.readFloatLE(i)); }
+      else if (x.wire === 2) { const b = Buffer.from(x.value); for (let i = 0; i + 4 <= b.length; i += 4) vals.push(b.readFloatLE(i)); }
     }
     data = new Uint8Array(Float32Array.from(vals).buffer);
   } else if (dtype === 'int64') {
@@ -45,14 +45,15 @@ function parseNode(buf: Uint8Array, where: string): OnnxNode {
   const strs = (n: number): string[] => f.filter((x) => x.field === n).map(fieldString);
   const attrs: OnnxNode['attrs'] = {};
   for (const a of f.filter((x) => x.field === 5)) {
-    const af = readFields(a.value as Uint8Array, where);
+    const af = readFields(fieldBytes(a), where);
     const get = (n: number): ProtoField | undefined => af.find((x) => x.field === n);
-    const aname = fieldString(get(1)!);
+    const aname = fieldString(requireField(get(1), 'an attribute name', where));
     const type = Number(get(20)?.value ?? 0n);
-    if (type === 1) attrs[aname] = fieldFloat(get(2)!);
-    else if (type === 2) attrs[aname] = fieldInt(get(3)!);
-    else if (type === 3) attrs[aname] = fieldString(get(4)!);
-    else if (type === 4) attrs[aname] = parseTensor(get(5)!.value as Uint8Array, where);
+    const need = (n: number): ProtoField => requireField(get(n), `attribute ${aname}'s value`, where);
+    if (type === 1) attrs[aname] = fieldFloat(need(2));
+    else if (type === 2) attrs[aname] = fieldInt(need(3));
+    else if (type === 3) attrs[aname] = fieldString(need(4));
+    else if (type === 4) attrs[aname] = parseTensor(fieldBytes(need(5)), where);
     else if (type === 7) attrs[aname] = fieldInts(af, 8, where);
     else if (type === 6) attrs[aname] = af.filter((x) => x.field === 7).map(fieldFloat);
   }
@@ -66,9 +67,9 @@ export function readOnnx(path: string, maxBytes = 2 * 1024 ** 3): OnnxModel {
   const model = readFields(readFileSync(path), path);
   const graphField = model.find((x) => x.field === 7);
   if (!graphField) throw new LisaError(`${path}: not an ONNX model (no graph)`);
-  const g = readFields(graphField.value as Uint8Array, path);
-  const names = (n: number): string[] => g.filter((x) => x.field === n).map((x) => fieldString(readFields(x.value as Uint8Array, path).find((y) => y.field === 1)!));
+  const g = readFields(fieldBytes(graphField), path);
+  const names = (n: number): string[] => g.filter((x) => x.field === n).map((x) => fieldString(requireField(readFields(fieldBytes(x), path).find((y) => y.field === 1), 'a graph input or output name', path)));
   const initializers = new Map<string, OnnxTensor>();
-  for (const x of g.filter((y) => y.field === 5)) { const t = parseTensor(x.value as Uint8Array, path); initializers.set(t.name, t); }
-  return { nodes: g.filter((x) => x.field === 1).map((x) => parseNode(x.value as Uint8Array, path)), initializers, inputs: names(11), outputs: names(12) };
+  for (const x of g.filter((y) => y.field === 5)) { const t = parseTensor(fieldBytes(x), path); initializers.set(t.name, t); }
+  return { nodes: g.filter((x) => x.field === 1).map((x) => parseNode(fieldBytes(x), path)), initializers, inputs: names(11), outputs: names(12) };
 }

@@ -50,11 +50,12 @@ export class ProtoWriter {
   }
 }
 
-export type ProtoField =
+/** One field of a message; `where` names the file, for errors about its value. */
+export type ProtoField = { where?: string } & (
   | { field: number; wire: 0; value: bigint }
   | { field: number; wire: 1; value: Uint8Array }
   | { field: number; wire: 2; value: Uint8Array }
-  | { field: number; wire: 5; value: Uint8Array };
+  | { field: number; wire: 5; value: Uint8Array });
 
 /** Splits a message into its fields, in order; nested messages stay bytes until asked for. */
 export function readFields(buf: Uint8Array, where: string): ProtoField[] {
@@ -78,23 +79,41 @@ export function readFields(buf: Uint8Array, where: string): ProtoField[] {
   while (p < buf.length) {
     const key = Number(varint());
     const field = key >>> 3, wire = key & 7;
-    if (wire === 0) out.push({ field, wire, value: varint() });
-    else if (wire === 1) out.push({ field, wire, value: take(8) });
-    else if (wire === 2) { const n = varint(); out.push({ field, wire, value: take(n > BigInt(buf.length) ? buf.length + 1 : Number(n)) }); }
-    else if (wire === 5) out.push({ field, wire, value: take(4) });
+    if (wire === 0) out.push({ field, wire, value: varint(), where });
+    else if (wire === 1) out.push({ field, wire, value: take(8), where });
+    else if (wire === 2) { const n = varint(); out.push({ field, wire, value: take(n > BigInt(buf.length) ? buf.length + 1 : Number(n)), where }); }
+    else if (wire === 5) out.push({ field, wire, value: take(4), where });
     else throw new LisaError(`${where}: protobuf wire type ${wire} is not supported`);
   }
   return out;
 }
 
+/** A field whose wire type is not what the schema says (a damaged or hostile file): one error naming the file. */
+function wrongWire(f: ProtoField, want: string): LisaError {
+  return new LisaError(`${f.where ?? 'protobuf'}: field ${f.field} should be ${want}, found wire type ${f.wire}`);
+}
 export function fieldFloat(f: ProtoField): number {
-  return Buffer.from(f.value as Uint8Array).readFloatLE(0);
+  if (f.wire === 5) return Buffer.from(f.value).readFloatLE(0);
+  if (f.wire === 1) return Buffer.from(f.value).readDoubleLE(0);
+  throw wrongWire(f, 'a float');
+}
+/** A length-delimited field's bytes (a nested message, raw data). */
+export function fieldBytes(f: ProtoField): Uint8Array {
+  if (f.wire !== 2) throw wrongWire(f, 'length-delimited bytes');
+  return f.value;
+}
+/** A field the schema requires, or one error naming the file. */
+export function requireField(f: ProtoField | undefined, what: string, where: string): ProtoField {
+  if (!f) throw new LisaError(`${where}: ${what} is missing`);
+  return f;
 }
 export function fieldString(f: ProtoField): string {
-  return Buffer.from(f.value as Uint8Array).toString('utf8');
+  if (f.wire !== 2) throw wrongWire(f, 'a string');
+  return Buffer.from(f.value).toString('utf8');
 }
 export function fieldInt(f: ProtoField): number {
-  return Number(BigInt.asIntN(64, f.value as bigint));
+  if (f.wire !== 0) throw wrongWire(f, 'a varint');
+  return Number(BigInt.asIntN(64, f.value));
 }
 /** Repeated varints may come packed (one bytes field) or one per field. */
 export function fieldInts(fields: ProtoField[], field: number, where: string): number[] {
