@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import sharp from 'sharp';
 import type { RgbImage } from '../image/decode.js';
+import { maskPng } from '../image/mask-png.js';
 import { writeAtomic } from '../io/file.js';
 import type { SegmentResult } from '../inference/chat.js';
 
@@ -37,8 +38,7 @@ export async function writeResult(dir: string, name: string, image: RgbImage, r:
   const written: string[] = [];
   const { width: w, height: h } = image;
   for (const [i, m] of r.masks.entries()) {
-    // Single-channel 0/255 (sharp otherwise writes a 1-channel input as RGB).
-    const png = await sharp(Buffer.from(m.mask.map((v) => (v ? 255 : 0))), { raw: { width: w, height: h, channels: 1 } }).toColourspace('b-w').png().toBuffer();
+    const png = await maskPng(m.mask, w, h);
     const p = join(dir, `${name}_mask_${i}.png`);
     writeAtomic(p, [png]);
     written.push(p);

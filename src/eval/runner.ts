@@ -1,8 +1,9 @@
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import sharp from 'sharp';
 import { LisaError } from '../errors.js';
 import { decodeImage } from '../image/decode.js';
+import { maskPng } from '../image/mask-png.js';
+import { differingKeys } from '../io/settings.js';
 import { writeAtomic } from '../io/file.js';
 import { generatedMasks, teacherForcedMasks } from '../inference/pipeline.js';
 import type { LisaModel } from '../models/lisa.js';
@@ -67,8 +68,7 @@ function readRecords(path: string): QueryRecord[] {
 /** A 0/1 mask as a single-channel 0/255 PNG, written atomically (what `--predictions` reads back). */
 async function saveMask(path: string, mask: Uint8Array, w: number, h: number): Promise<void> {
   mkdirSync(dirname(path), { recursive: true });
-  const png = await sharp(Buffer.from(mask.map((v) => (v ? 255 : 0))), { raw: { width: w, height: h, channels: 1 } }).toColourspace('b-w').png().toBuffer();
-  writeAtomic(path, [png]);
+  writeAtomic(path, [await maskPng(mask, w, h)]);
 }
 
 /** Non-zero pixels of a PNG as a 0/1 mask, checked against the image size. */
@@ -93,7 +93,7 @@ export async function runEval(model: LisaModel | null, items: EvalItem[], opts: 
   if (existsSync(runPath)) {
     let before: Record<string, unknown> = {};
     try { before = JSON.parse(readFileSync(runPath, 'utf8')) as Record<string, unknown>; } catch { throw new LisaError(`${runPath}: not valid JSON; remove the folder or use another --out`); }
-    const differ = [...new Set([...Object.keys(before), ...Object.keys(settings)])].filter((k) => JSON.stringify(before[k]) !== JSON.stringify((settings as Record<string, unknown>)[k]));
+    const differ = differingKeys(before, settings);
     if (differ.length) throw new LisaError(`${opts.outDir}: holds results made with other settings (${differ.map((k) => `${k}: ${JSON.stringify(before[k])} → ${JSON.stringify((settings as Record<string, unknown>)[k])}`).join(', ')}); use another --out to compare, or the same settings to resume`);
   } else if (existsSync(resultsPath)) {
     throw new LisaError(`${opts.outDir}: holds results.jsonl without run.json (made by an older version or by hand); use another --out`);

@@ -32,6 +32,21 @@ export interface EngineOptions {
 const INLINE_LIMIT = 4096;
 const ALIGN = 64;
 
+/**
+ * The lazy session caches' one rule: a promise is kept per key, and a rejected one is forgotten so that the next
+ * call builds again (a build that failed once used to stay failed until restart).
+ */
+export function cachedPromise<K, V>(cache: Map<K, Promise<V>>, key: K, make: () => Promise<V>): Promise<V> {
+  let p = cache.get(key);
+  if (!p) {
+    const made = make();
+    made.catch(() => { if (cache.get(key) === made) cache.delete(key); });
+    cache.set(key, made);
+    p = made;
+  }
+  return p;
+}
+
 export function defaultCacheDir(): string {
   return process.env.LISA_CACHE ?? join(homedir(), '.cache', 'lisa-ts');
 }

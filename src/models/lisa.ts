@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { LisaError } from '../errors.js';
 import { Graph } from '../graph/graph.js';
-import { Engine, type EngineOptions, type EngineSession } from '../graph/session.js';
+import { cachedPromise, Engine, type EngineOptions, type EngineSession } from '../graph/session.js';
 import { f32, type HostTensor } from '../graph/tensor.js';
 import type { RgbImage } from '../image/decode.js';
 import { clipPreprocess, samNormalizePad, samResize } from '../image/preprocess.js';
@@ -154,15 +154,10 @@ export class LisaModel {
   }
 
   private session(key: string, build: () => Graph): Promise<EngineSession> {
-    let s = this.sessions.get(key);
-    if (!s) {
+    return cachedPromise(this.sessions, key, () => {
       this.progress(`building ${key}`);
-      s = this.engine.load(build());
-      // A failed build must not stay cached: the next call tries again.
-      s.catch(() => { if (this.sessions.get(key) === s) this.sessions.delete(key); });
-      this.sessions.set(key, s);
-    }
-    return s;
+      return this.engine.load(build());
+    });
   }
 
   private async closeSession(key: string): Promise<void> {

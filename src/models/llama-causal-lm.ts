@@ -1,7 +1,7 @@
 import { LisaError } from '../errors.js';
 import { Graph } from '../graph/graph.js';
 import type { Value } from '../graph/ir.js';
-import type { Engine, EngineSession } from '../graph/session.js';
+import { cachedPromise, type Engine, type EngineSession } from '../graph/session.js';
 import type { Checkpoint } from '../io/checkpoint.js';
 import { RandomAccessFile } from '../io/file.js';
 import { toFloat32, type DType } from '../io/dtype.js';
@@ -45,17 +45,10 @@ export class LlamaCausalLM {
   }
 
   sessionPromise(debug = false): Promise<EngineSession> {
-    let s = this.sessions.get(debug);
     // The arena is on here (off by default for SAM's huge one-off intermediates): fresh allocations cost page
     // faults, and on the 7B prefill everything but MatMulNBits went from 7.1 s to 2.0 s of kernel time with it.
     // Decode is unaffected (median 197 vs 195 ms/token with and without, measured).
-    if (!s) {
-      const p = this.engine.load(this.graph(debug), { memoryArena: true });
-      p.catch(() => { if (this.sessions.get(debug) === p) this.sessions.delete(debug); }); // retry after a failure
-      this.sessions.set(debug, p);
-      s = p;
-    }
-    return s;
+    return cachedPromise(this.sessions, debug, () => this.engine.load(this.graph(debug), { memoryArena: true }));
   }
 
   /**

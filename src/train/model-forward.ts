@@ -141,7 +141,16 @@ function concat(parts: readonly Float32Array[]): Float32Array {
   return out;
 }
 
-export interface TrainForward { graph: Graph; losses: LossParts; embedRows: Value; predEmbeddings: Value; hidden: Value; lowResMasks: Value; predMasks: Value[] }
+/** The training graph and the values a step fetches from it (named apart from inference's TrainForward result). */
+export interface TrainGraph {
+  graph: Graph;
+  losses: LossParts;
+  embedRows: Value;
+  predEmbeddings: Value;
+  hidden: Value;
+  lowResMasks: Value;
+  predMasks: Value[];
+}
 
 /**
  * LISAForCausalLM.model_forward as one graph: splice → LLaMA (+ LoRA) over the padded batch with causal and
@@ -149,7 +158,7 @@ export interface TrainForward { graph: Graph; losses: LossParts; embedRows: Valu
  * token per [SEG], dense = no_mask_embed, multimask_output=False) → post-processing to each image's size →
  * LISA's losses. The boxes are the same model functions inference runs; trainable tensors are inputs.
  */
-export function buildTrainForward(model: LisaModel, set: TrainingSet, s: BatchStructure, imageRows: number, weights: LossWeights = LISA_LOSS_WEIGHTS): TrainForward {
+export function buildTrainForward(model: LisaModel, set: TrainingSet, s: BatchStructure, imageRows: number, weights: LossWeights = LISA_LOSS_WEIGHTS): TrainGraph {
   const cfg = model.config.llama, h = cfg.hiddenSize;
   const g = new Graph('lisa_train');
   const w = new ModuleWeights(model.ckpt, '', null, set);

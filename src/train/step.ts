@@ -1,6 +1,6 @@
 import { backward } from '../graph/autodiff.js';
 import type { Value } from '../graph/ir.js';
-import type { EngineSession } from '../graph/session.js';
+import { cachedPromise, type EngineSession } from '../graph/session.js';
 import { f32, type HostTensor } from '../graph/tensor.js';
 import type { LisaModel } from '../models/lisa.js';
 import { imageRows as clipImageRows } from '../inference/pipeline.js';
@@ -42,15 +42,10 @@ export class GradientEngine {
   constructor(readonly model: LisaModel, readonly set: TrainingSet) {}
 
   private session(signature: string, build: () => { graphParams: string[]; make: () => Promise<EngineSession> }): Promise<{ session: EngineSession; params: string[] }> {
-    let s = this.sessions.get(signature);
-    if (!s) {
+    return cachedPromise(this.sessions, signature, () => {
       const { graphParams, make } = build();
-      s = make().then((session) => ({ session, params: graphParams }));
-      // A failed build must not stay cached: the next call tries again.
-      s.catch(() => this.sessions.delete(signature));
-      this.sessions.set(signature, s);
-    }
-    return s;
+      return make().then((session) => ({ session, params: graphParams }));
+    });
   }
 
   async compute(batch: TrainBatch, opts: GradientOptions = {}): Promise<Gradients> {

@@ -7,6 +7,7 @@ import { runEval } from '../eval/runner.js';
 import { mulberry32 } from '../inference/generate.js';
 import { imageRows as clipImageRows } from '../inference/pipeline.js';
 import { writeAtomic } from '../io/file.js';
+import { differingKeys } from '../io/settings.js';
 import { LisaModel } from '../models/lisa.js';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type RunState } from './checkpoint.js';
 import { buildBatch, EncodingCache } from './data/examples.js';
@@ -145,7 +146,7 @@ export async function train(model: LisaModel, opts: TrainOptions): Promise<RunSt
   if (latest) {
     state = loadCheckpoint(latest, set, adam);
     if (JSON.stringify(state.settings) !== JSON.stringify(settings)) {
-      throw new LisaError(`${out}: holds a run with other settings (${diffKeys(state.settings, settings).join(', ')}); use another --out, or the same settings to resume`);
+      throw new LisaError(`${out}: holds a run with other settings (${differingKeys(state.settings, settings).join(', ')}); use another --out, or the same settings to resume`);
     }
     // Steps logged after the checkpoint (a run killed between two saves) are redone: drop their lines.
     if (existsSync(logPath)) {
@@ -213,10 +214,6 @@ function accumulate(acc: Map<string, Float32Array | null> | null, grads: Map<str
     for (let i = 0; i < g.length; i++) prev[i] = Math.fround(prev[i]! + Math.fround(g[i]! * scale));
   }
   return out;
-}
-
-function diffKeys(a: Record<string, unknown>, b: Record<string, unknown>): string[] {
-  return [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
 }
 
 /**

@@ -1,5 +1,5 @@
 import { Graph } from '../../graph/graph.js';
-import type { Engine, EngineSession } from '../../graph/session.js';
+import { cachedPromise, type Engine, type EngineSession } from '../../graph/session.js';
 import { f32, hostTensor, type HostTensor } from '../../graph/tensor.js';
 import type { Checkpoint } from '../../io/checkpoint.js';
 import { ModuleWeights } from '../module.js';
@@ -14,8 +14,7 @@ import { SamPromptEncoder } from './prompt-encoder.js';
  */
 export class SamMaskHead {
   readonly promptEncoder: SamPromptEncoder;
-  private decoder: Promise<EngineSession> | null = null;
-  private post: Promise<EngineSession> | null = null;
+  private readonly sessions = new Map<'decoder' | 'post', Promise<EngineSession>>();
   private pe: Float32Array | null = null;
 
   constructor(readonly ckpt: Checkpoint, readonly prefix: string, readonly engine: Engine, readonly imgSize = 1024, readonly grid = 64) {
@@ -29,12 +28,7 @@ export class SamMaskHead {
   }
 
   private decoderSession(): Promise<EngineSession> {
-    if (!this.decoder) {
-      const p = this.engine.load(this.decoderGraph());
-      p.catch(() => { if (this.decoder === p) this.decoder = null; }); // a failed build is retried next time
-      this.decoder = p;
-    }
-    return this.decoder;
+    return cachedPromise(this.sessions, 'decoder', () => this.engine.load(this.decoderGraph()));
   }
 
   decoderGraph(): Graph {
@@ -57,12 +51,7 @@ export class SamMaskHead {
   }
 
   private postSession(): Promise<EngineSession> {
-    if (!this.post) {
-      const p = this.engine.load(this.postGraph());
-      p.catch(() => { if (this.post === p) this.post = null; });
-      this.post = p;
-    }
-    return this.post;
+    return cachedPromise(this.sessions, 'post', () => this.engine.load(this.postGraph()));
   }
 
   postGraph(): Graph {
@@ -92,8 +81,8 @@ export class SamMaskHead {
   }
 
   async release(): Promise<void> {
-    for (const s of [this.decoder, this.post]) if (s) await (await s).release();
-    this.decoder = this.post = null;
+    for (const s of this.sessions.values()) await (await s).release();
+    this.sessions.clear();
   }
 }
 
