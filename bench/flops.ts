@@ -1,11 +1,14 @@
 import type { Graph } from '../src/graph/graph.js';
 import type { Node } from '../src/graph/ir.js';
 
-const prod = (xs: readonly (number | string)[]): number | null => xs.reduce<number | null>((p, d) => (p !== null && typeof d === 'number' ? p * d : null), 1);
+const prod = (xs: readonly (number | string)[]): number | null =>
+  xs.reduce<number | null>((p, d) => (p !== null && typeof d === 'number' ? p * d : null), 1);
 
 /** Multiply-add FLOPs (2 per MAC) of one node's matrix products, or 0 when it has none or a shape is not static. */
 function nodeFlops(n: Node): number {
-  const a = n.inputs[0], b = n.inputs[1], y = n.outputs[0]!;
+  const a = n.inputs[0],
+    b = n.inputs[1],
+    y = n.outputs[0]!;
   if (!a || !b) return 0;
   if (n.op === 'MatMul' || n.op === 'MatMulNBits') {
     const k = a.shape[a.shape.length - 1];

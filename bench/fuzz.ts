@@ -36,15 +36,30 @@ export interface Target {
   file?: string;
 }
 
-export interface Finding { target: string; caseIndex: number; error: string }
-export interface CampaignResult { target: string; cases: number; parsed: number; refused: number; findings: Finding[]; slowestMs: number }
+export interface Finding {
+  target: string;
+  caseIndex: number;
+  error: string;
+}
+export interface CampaignResult {
+  target: string;
+  cases: number;
+  parsed: number;
+  refused: number;
+  findings: Finding[];
+  slowestMs: number;
+}
 
 const u8 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'utf8'));
 
 async function smallImages(): Promise<Uint8Array[]> {
   const sharp = (await import('sharp')).default;
   const base = sharp({ create: { width: 12, height: 9, channels: 3, background: { r: 200, g: 40, b: 90 } } });
-  return [new Uint8Array(await base.clone().png().toBuffer()), new Uint8Array(await base.clone().jpeg().toBuffer()), new Uint8Array(await base.clone().webp().toBuffer())];
+  return [
+    new Uint8Array(await base.clone().png().toBuffer()),
+    new Uint8Array(await base.clone().jpeg().toBuffer()),
+    new Uint8Array(await base.clone().webp().toBuffer()),
+  ];
 }
 
 function tinyOnnx(): Uint8Array {
@@ -61,21 +76,124 @@ function tinyOnnx(): Uint8Array {
 /** A pickle like the refs files: a list of dicts of strings, ints, floats, lists. */
 function refsPickle(): Uint8Array {
   // Protocol 2: PROTO 2, EMPTY_LIST, MARK, EMPTY_DICT, MARK, 'split' 'train' 'ann_id' 7 'sentences' [ {'sent': 'a cat'} ] SETITEMS, APPENDS, STOP
-  const s = (t: string): number[] => { const b = [...Buffer.from(t, 'utf8')]; return [0x58, b.length, 0, 0, 0, ...b]; };
-  const bytes = [0x80, 2, 0x5d, 0x28, 0x7d, 0x28, ...s('split'), ...s('train'), ...s('ann_id'), 0x4b, 7, ...s('score'), 0x47, 0x3f, 0xe0, 0, 0, 0, 0, 0, 0,
-    ...s('sentences'), 0x5d, 0x28, 0x7d, ...s('sent'), ...s('a cat'), 0x73, 0x65, 0x75, 0x65, 0x2e];
+  const s = (t: string): number[] => {
+    const b = [...Buffer.from(t, 'utf8')];
+    return [0x58, b.length, 0, 0, 0, ...b];
+  };
+  const bytes = [
+    0x80,
+    2,
+    0x5d,
+    0x28,
+    0x7d,
+    0x28,
+    ...s('split'),
+    ...s('train'),
+    ...s('ann_id'),
+    0x4b,
+    7,
+    ...s('score'),
+    0x47,
+    0x3f,
+    0xe0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    ...s('sentences'),
+    0x5d,
+    0x28,
+    0x7d,
+    ...s('sent'),
+    ...s('a cat'),
+    0x73,
+    0x65,
+    0x75,
+    0x65,
+    0x2e,
+  ];
   return new Uint8Array(bytes);
 }
 
 export const TARGETS: Target[] = [
-  { name: 'safetensors', seeds: () => [readFileSync(join(FIX, 'llama-stories260k', 'model.safetensors'))], parse: (p) => { const f = readSafetensors(p); try { for (const t of f.tensors.slice(0, 4)) t.float32(); } finally { f.close(); } } },
-  { name: 'torch-bin', seeds: () => [readFileSync(join(FIX, 'torch-bin', 'pytorch_model-00002-of-00002.bin'))], parse: (p) => { const f = readTorchBin(p); try { for (const t of f.tensors.slice(0, 4)) t.float32(); } finally { f.close(); } } },
+  {
+    name: 'safetensors',
+    seeds: () => [readFileSync(join(FIX, 'llama-stories260k', 'model.safetensors'))],
+    parse: (p) => {
+      const f = readSafetensors(p);
+      try {
+        for (const t of f.tensors.slice(0, 4)) t.float32();
+      } finally {
+        f.close();
+      }
+    },
+  },
+  {
+    name: 'torch-bin',
+    seeds: () => [readFileSync(join(FIX, 'torch-bin', 'pytorch_model-00002-of-00002.bin'))],
+    parse: (p) => {
+      const f = readTorchBin(p);
+      try {
+        for (const t of f.tensors.slice(0, 4)) t.float32();
+      } finally {
+        f.close();
+      }
+    },
+  },
   { name: 'pickle', seeds: () => [refsPickle()], parse: (p, b) => unpickle(b, { source: p, globals: new Map() }) },
-  { name: 'npy', seeds: () => [readFileSync(join(FIX, 'llama-stories260k', 'final_hidden.npy')), readFileSync(join(FIX, 'train-step', 'batch', 'input_ids.npy'))], parse: (p, b) => parseNpy(b, p) },
-  { name: 'sentencepiece', seeds: () => [readFileSync(join(FIX, 'lisa-tiny', 'checkpoint', 'tokenizer.model'))], parse: (p, b) => SentencePieceModel.parse(b, p).encode('a cat on a mat') },
-  { name: 'config-json', file: 'config.json', seeds: () => [readFileSync(join(FIX, 'lisa-tiny', 'checkpoint', 'config.json'))], parse: (p) => readLisaConfig(dirname(p)) },
-  { name: 'added-tokens-json', file: 'added_tokens.json', seeds: () => [readFileSync(join(FIX, 'lisa-tiny', 'checkpoint', 'added_tokens.json'))], parse: (p) => LlamaTokenizer.load(dirname(p)).encode('Sure, [SEG].') },
-  { name: 'reasonseg-json', seeds: () => [readFileSync(join(SHARED, 'data', 'reasonseg_annotations_only', 'val', '101677526_e9a3ba3ae1_o.json')), u8(JSON.stringify({ text: ['x'], is_sentence: false, shapes: [{ label: 'target', points: [[1, 1], [30, 2], [12, 40]] }] }))], parse: (p) => { const a = readReasonSegJson(p); return rasterizeShapes(a.shapes, 64, 80); } },
+  {
+    name: 'npy',
+    seeds: () => [
+      readFileSync(join(FIX, 'llama-stories260k', 'final_hidden.npy')),
+      readFileSync(join(FIX, 'train-step', 'batch', 'input_ids.npy')),
+    ],
+    parse: (p, b) => parseNpy(b, p),
+  },
+  {
+    name: 'sentencepiece',
+    seeds: () => [readFileSync(join(FIX, 'lisa-tiny', 'checkpoint', 'tokenizer.model'))],
+    parse: (p, b) => SentencePieceModel.parse(b, p).encode('a cat on a mat'),
+  },
+  {
+    name: 'config-json',
+    file: 'config.json',
+    seeds: () => [readFileSync(join(FIX, 'lisa-tiny', 'checkpoint', 'config.json'))],
+    parse: (p) => readLisaConfig(dirname(p)),
+  },
+  {
+    name: 'added-tokens-json',
+    file: 'added_tokens.json',
+    seeds: () => [readFileSync(join(FIX, 'lisa-tiny', 'checkpoint', 'added_tokens.json'))],
+    parse: (p) => LlamaTokenizer.load(dirname(p)).encode('Sure, [SEG].'),
+  },
+  {
+    name: 'reasonseg-json',
+    seeds: () => [
+      readFileSync(join(SHARED, 'data', 'reasonseg_annotations_only', 'val', '101677526_e9a3ba3ae1_o.json')),
+      u8(
+        JSON.stringify({
+          text: ['x'],
+          is_sentence: false,
+          shapes: [
+            {
+              label: 'target',
+              points: [
+                [1, 1],
+                [30, 2],
+                [12, 40],
+              ],
+            },
+          ],
+        }),
+      ),
+    ],
+    parse: (p) => {
+      const a = readReasonSegJson(p);
+      return rasterizeShapes(a.shapes, 64, 80);
+    },
+  },
   { name: 'image', seeds: smallImages, parse: (p) => decodeImage(p) },
   { name: 'onnx', seeds: () => [tinyOnnx()], parse: (p) => readOnnx(p) },
 ];
@@ -90,19 +208,40 @@ export function mutate(seed: Uint8Array, others: readonly Uint8Array[], rand: ()
   const interesting = [0, 1, 0x7f, 0x80, 0xff, 0xfe];
   for (let k = 0; k < n; k++) {
     const kind = Math.floor(rand() * 9);
-    if (kind === 0 && b.length) b[pos()]! ^= 1 << Math.floor(rand() * 8); // bit flip
-    else if (kind === 1 && b.length) b[pos()] = interesting[Math.floor(rand() * interesting.length)]!; // byte set
-    else if (kind === 2) b = b.subarray(0, pos()); // truncation
-    else if (kind === 3) { const extra = Uint8Array.from({ length: 1 + Math.floor(rand() * 64) }, () => Math.floor(rand() * 256)); const p = pos(); b = cat(b.subarray(0, p), extra, b.subarray(p)); }
-    else if (kind === 4 && others.length) { const o = others[Math.floor(rand() * others.length)]!; const a = Math.floor(rand() * o.length), len = Math.floor(rand() * Math.min(256, o.length - a)); const p = pos(); b = cat(b.subarray(0, p), o.subarray(a, a + len), b.subarray(p)); }
-    else if (kind === 5 && b.length >= 8) {
+    if (kind === 0 && b.length)
+      b[pos()]! ^= 1 << Math.floor(rand() * 8); // bit flip
+    else if (kind === 1 && b.length)
+      b[pos()] = interesting[Math.floor(rand() * interesting.length)]!; // byte set
+    else if (kind === 2)
+      b = b.subarray(0, pos()); // truncation
+    else if (kind === 3) {
+      const extra = Uint8Array.from({ length: 1 + Math.floor(rand() * 64) }, () => Math.floor(rand() * 256));
+      const p = pos();
+      b = cat(b.subarray(0, p), extra, b.subarray(p));
+    } else if (kind === 4 && others.length) {
+      const o = others[Math.floor(rand() * others.length)]!;
+      const a = Math.floor(rand() * o.length),
+        len = Math.floor(rand() * Math.min(256, o.length - a));
+      const p = pos();
+      b = cat(b.subarray(0, p), o.subarray(a, a + len), b.subarray(p));
+    } else if (kind === 5 && b.length >= 8) {
       // A little-endian 32- or 64-bit field (a length, an offset, a count) set to an extreme.
-      const p = Math.floor(rand() * (b.length - 8)), v = [0, 1, 0xffffffff, 0x7fffffff, 0x80000000][Math.floor(rand() * 5)]!;
+      const p = Math.floor(rand() * (b.length - 8)),
+        v = [0, 1, 0xffffffff, 0x7fffffff, 0x80000000][Math.floor(rand() * 5)]!;
       new DataView(b.buffer, b.byteOffset).setUint32(p, v, true);
       if (rand() < 0.5) new DataView(b.buffer, b.byteOffset).setUint32(p + 4, rand() < 0.5 ? 0 : 0xffffffff, true);
-    } else if (kind === 6) b = mutateJson(b, rand); // structure-aware JSON (headers, configs, annotations)
-    else if (kind === 7 && b.length) { const p = pos(); b.fill(0, p, Math.min(b.length, p + Math.floor(rand() * 32))); }
-    else if (b.length > 2) { const p = pos(), q = pos(); const t = b[p]!; b[p] = b[q]!; b[q] = t; }
+    } else if (kind === 6)
+      b = mutateJson(b, rand); // structure-aware JSON (headers, configs, annotations)
+    else if (kind === 7 && b.length) {
+      const p = pos();
+      b.fill(0, p, Math.min(b.length, p + Math.floor(rand() * 32)));
+    } else if (b.length > 2) {
+      const p = pos(),
+        q = pos();
+      const t = b[p]!;
+      b[p] = b[q]!;
+      b[q] = t;
+    }
   }
   return b;
 }
@@ -113,17 +252,50 @@ function mutateJson(b: Uint8Array, rand: () => number): Uint8Array {
   const text = Buffer.from(b.subarray(0, 65536)).toString('latin1');
   const start = text.indexOf('{');
   if (start < 0) return b;
-  let depth = 0, end = -1;
-  for (let i = start; i < text.length; i++) { if (text[i] === '{') depth++; else if (text[i] === '}' && --depth === 0) { end = i + 1; break; } }
+  let depth = 0,
+    end = -1;
+  for (let i = start; i < text.length; i++) {
+    if (text[i] === '{') depth++;
+    else if (text[i] === '}' && --depth === 0) {
+      end = i + 1;
+      break;
+    }
+  }
   if (end < 0) return b;
   let obj: unknown;
-  try { obj = JSON.parse(Buffer.from(b.subarray(start, end)).toString('utf8')); } catch { return b; }
-  const extremes: unknown[] = [-1, 0, 1e308, -1e308, 2 ** 53, 1.5, '', 'x'.repeat(1000), null, [], {}, [[]], true, [-1, 2 ** 40], [[1e12, -1e12], [3, 4]]];
+  try {
+    obj = JSON.parse(Buffer.from(b.subarray(start, end)).toString('utf8'));
+  } catch {
+    return b;
+  }
+  const extremes: unknown[] = [
+    -1,
+    0,
+    1e308,
+    -1e308,
+    2 ** 53,
+    1.5,
+    '',
+    'x'.repeat(1000),
+    null,
+    [],
+    {},
+    [[]],
+    true,
+    [-1, 2 ** 40],
+    [
+      [1e12, -1e12],
+      [3, 4],
+    ],
+  ];
   const paths: (string | number)[][] = [];
   const walk = (v: unknown, path: (string | number)[]): void => {
     paths.push(path);
     if (Array.isArray(v)) v.slice(0, 8).forEach((x, i) => walk(x, [...path, i]));
-    else if (v && typeof v === 'object') Object.keys(v).slice(0, 24).forEach((k) => walk((v as Record<string, unknown>)[k], [...path, k]));
+    else if (v && typeof v === 'object')
+      Object.keys(v)
+        .slice(0, 24)
+        .forEach((k) => walk((v as Record<string, unknown>)[k], [...path, k]));
   };
   walk(obj, []);
   const path = paths[Math.floor(rand() * paths.length)]!;
@@ -143,9 +315,14 @@ export async function campaign(t: Target, cases: number, seed: number): Promise<
   const result: CampaignResult = { target: t.name, cases, parsed: 0, refused: 0, findings: [], slowestMs: 0 };
   try {
     // Folder parsers get the other files of their folder from the fixture (the case replaces one of them).
-    if (t.file) for (const f of ['config.json', 'tokenizer.model', 'added_tokens.json', 'special_tokens_map.json', 'tokenizer_config.json']) {
-      try { writeFileSync(join(dir, f), readFileSync(join(FIX, 'lisa-tiny', 'checkpoint', f))); } catch { /* optional */ }
-    }
+    if (t.file)
+      for (const f of ['config.json', 'tokenizer.model', 'added_tokens.json', 'special_tokens_map.json', 'tokenizer_config.json']) {
+        try {
+          writeFileSync(join(dir, f), readFileSync(join(FIX, 'lisa-tiny', 'checkpoint', f)));
+        } catch {
+          /* optional */
+        }
+      }
     const path = join(dir, t.file ?? `case.bin`);
     for (let i = 0; i < cases; i++) {
       const bytes = mutate(seeds[Math.floor(rand() * seeds.length)]!, seeds, rand);
@@ -157,7 +334,15 @@ export async function campaign(t: Target, cases: number, seed: number): Promise<
         result.parsed++;
       } catch (e) {
         if (e instanceof LisaError && (e.message.includes(path) || e.message.includes(dir))) result.refused++;
-        else result.findings.push({ target: t.name, caseIndex: i, error: e instanceof LisaError ? `LisaError without the file name: ${e.message}` : `${(e as Error).name}: ${(e as Error).message}`.slice(0, 300) });
+        else
+          result.findings.push({
+            target: t.name,
+            caseIndex: i,
+            error:
+              e instanceof LisaError
+                ? `LisaError without the file name: ${e.message}`
+                : `${(e as Error).name}: ${(e as Error).message}`.slice(0, 300),
+          });
       }
       result.slowestMs = Math.max(result.slowestMs, performance.now() - t0);
     }
@@ -169,15 +354,22 @@ export async function campaign(t: Target, cases: number, seed: number): Promise<
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
-  const get = (f: string): string | undefined => { const i = args.indexOf(f); return i >= 0 ? args[i + 1] : undefined; };
-  const cases = Number(get('--cases') ?? 100000), seed = Number(get('--seed') ?? 1);
+  const get = (f: string): string | undefined => {
+    const i = args.indexOf(f);
+    return i >= 0 ? args[i + 1] : undefined;
+  };
+  const cases = Number(get('--cases') ?? 100000),
+    seed = Number(get('--seed') ?? 1);
   const only = get('--only')?.split(',');
   let failed = 0;
   for (const t of TARGETS) {
     if (only && !only.includes(t.name)) continue;
     const r = await campaign(t, cases, seed);
     failed += r.findings.length;
-    process.stdout.write(`${t.name.padEnd(18)} ${r.cases} cases: ${r.parsed} parsed, ${r.refused} refused with a LisaError, ${r.findings.length} findings; slowest ${r.slowestMs.toFixed(1)} ms\n`);
+    process.stdout.write(
+      `${t.name.padEnd(18)} ${r.cases} cases: ${r.parsed} parsed, ${r.refused} refused with a LisaError, ${r.findings.length} ` +
+        `findings; slowest ${r.slowestMs.toFixed(1)} ms\n`,
+    );
     for (const f of r.findings.slice(0, 5)) process.stdout.write(`  case ${f.caseIndex} (seed ${seed}): ${f.error}\n`);
   }
   process.exitCode = failed ? 1 : 0;

@@ -32,17 +32,28 @@ import { LLAMA_CPP_DIR } from './llama-cpp-baseline.js';
 import type { Row } from './row.js';
 import { trainBenchTiny, trainBench7b } from './train-bench.js';
 
-interface LlamaCppResult { load_s: number; prefill_s: number; decode_s_per_token: number; peak_rss_bytes: number; version: string }
+interface LlamaCppResult {
+  load_s: number;
+  prefill_s: number;
+  decode_s_per_token: number;
+  peak_rss_bytes: number;
+  version: string;
+}
 
 const args = process.argv.slice(2);
-const get = (f: string): string | undefined => { const i = args.indexOf(f); return i >= 0 ? args[i + 1] : undefined; };
+const get = (f: string): string | undefined => {
+  const i = args.indexOf(f);
+  return i >= 0 ? args[i + 1] : undefined;
+};
 const dir = get('--dir') ?? process.env.LISA_BENCH_DIR ?? '';
 const modelName = get('--model') ?? 'LISA-7B-v1';
-const modelDir = join(dir, modelName), clipDir = join(dir, 'clip-vit-large-patch14');
+const modelDir = join(dir, modelName),
+  clipDir = join(dir, 'clip-vit-large-patch14');
 const threads = Number(get('--threads') ?? cpus().length);
 const now = (): number => performance.now() / 1000;
 const gib = (): number => (process.resourceUsage().maxRSS * 1024) / 2 ** 30;
-const PROMPT = 320, STEPS = 16;
+const PROMPT = 320,
+  STEPS = 16;
 /** The end-to-end question: a real photo (1800×1200) from the fixtures and a LISA-style query. */
 const E2E_IMAGE = join(import.meta.dirname, '..', '..', '..', 'shared', 'fixtures', 'lisa-tiny', 'golden', 'inputs', 'truck.jpg');
 const E2E_QUESTION = 'What is the object that can carry cargo in this image? Please output segmentation mask.';
@@ -55,15 +66,28 @@ const components: Record<string, () => Promise<Row[]>> = {
     // Reductions read the inputs once and return a scalar: onnxruntime-node is slow at returning large
     // outputs (~0.3 GB/s), so a triad's output would measure the binding, not memory.
     const g = new Graph('bench_read');
-    const a = g.input('a', 'float32', [n]), b = g.input('b', 'float32', [n]);
+    const a = g.input('a', 'float32', [n]),
+      b = g.input('b', 'float32', [n]);
     g.output(g.add(g.reduceSum(a, [0], false), g.reduceSum(b, [0], false)), 'c');
     const s = await engine.load(g);
-    const A = f32([n], new Float32Array(n).fill(1)), B = f32([n], new Float32Array(n).fill(2));
+    const A = f32([n], new Float32Array(n).fill(1)),
+      B = f32([n], new Float32Array(n).fill(2));
     await s.run({ a: A, b: B });
     const t = now();
     for (let i = 0; i < 5; i++) await s.run({ a: A, b: B });
     const sec = (now() - t) / 5;
-    return [{ name: 'bandwidth', seconds: sec, baseline: 'design.md STREAM triad 45-75 GB/s (read only here)', baseline_seconds: null, ratio: null, unit: 'GB/s', value: (2 * n * 4) / sec / 1e9, limit: null }];
+    return [
+      {
+        name: 'bandwidth',
+        seconds: sec,
+        baseline: 'design.md STREAM triad 45-75 GB/s (read only here)',
+        baseline_seconds: null,
+        ratio: null,
+        unit: 'GB/s',
+        value: (2 * n * 4) / sec / 1e9,
+        limit: null,
+      },
+    ];
   },
   'sam-encoder': () => samEncoder('fp32'),
   'train-tiny': () => trainBenchTiny(threads),
@@ -76,7 +100,18 @@ const components: Record<string, () => Promise<Row[]>> = {
     const t = now();
     for (let i = 0; i < 3; i++) await model.runClip(px);
     const s = (now() - t) / 3;
-    return [{ name: 'clip', seconds: s, baseline: 'official PyTorch CPU fp32 (design.md)', baseline_seconds: 2.08, ratio: 2.08 / s, unit: 'GFLOP/s', value: 254e9 / s / 1e9, limit: 0.31 }];
+    return [
+      {
+        name: 'clip',
+        seconds: s,
+        baseline: 'official PyTorch CPU fp32 (design.md)',
+        baseline_seconds: 2.08,
+        ratio: 2.08 / s,
+        unit: 'GFLOP/s',
+        value: 254e9 / s / 1e9,
+        limit: 0.31,
+      },
+    ];
   },
   async llm() {
     const model = LisaModel.load(modelDir, { visionTower: clipDir, threads, precision: 'int4' });
@@ -94,8 +129,27 @@ const components: Record<string, () => Promise<Row[]>> = {
     const params = llamaLinearParams(model.config.llama);
     return [
       { name: `llm-${size()} load`, seconds: load, baseline: '', baseline_seconds: null, ratio: null, unit: 's', value: load, limit: null },
-      { name: `llm-${size()} prefill`, seconds: ps, baseline: '', baseline_seconds: null, ratio: null, unit: 'tok/s', value: PROMPT / ps, limit: (2 * params * PROMPT) / 800e9 },
-      { name: `llm-${size()} decode`, seconds: ds, baseline: '', baseline_seconds: null, ratio: null, unit: 'tok/s', value: 1 / ds, limit: (params * 0.625) / 25e9, note: `${gen.tokens.length} tokens` },
+      {
+        name: `llm-${size()} prefill`,
+        seconds: ps,
+        baseline: '',
+        baseline_seconds: null,
+        ratio: null,
+        unit: 'tok/s',
+        value: PROMPT / ps,
+        limit: (2 * params * PROMPT) / 800e9,
+      },
+      {
+        name: `llm-${size()} decode`,
+        seconds: ds,
+        baseline: '',
+        baseline_seconds: null,
+        ratio: null,
+        unit: 'tok/s',
+        value: 1 / ds,
+        limit: (params * 0.625) / 25e9,
+        note: `${gen.tokens.length} tokens`,
+      },
     ];
   },
   async e2e() {
@@ -115,9 +169,37 @@ const components: Record<string, () => Promise<Row[]>> = {
     const s2 = now() - t;
     await lisa.close();
     return [
-      { name: `e2e-${size()} load`, seconds: load, baseline: '', baseline_seconds: null, ratio: null, unit: 's', value: load, limit: null, note: 'sessions opened from the cache + a tiny first question' },
-      { name: `e2e-${size()} first`, seconds: s1, baseline: 'official code, about 3 min (design.md)', baseline_seconds: 180, ratio: 180 / s1, unit: 'tokens', value: first.tokens.length, limit: null },
-      { name: `e2e-${size()} follow-up`, seconds: s2, baseline: 'first question on the image', baseline_seconds: s1, ratio: s1 / s2, unit: 'tokens', value: follow.tokens.length, limit: null },
+      {
+        name: `e2e-${size()} load`,
+        seconds: load,
+        baseline: '',
+        baseline_seconds: null,
+        ratio: null,
+        unit: 's',
+        value: load,
+        limit: null,
+        note: 'sessions opened from the cache + a tiny first question',
+      },
+      {
+        name: `e2e-${size()} first`,
+        seconds: s1,
+        baseline: 'official code, about 3 min (design.md)',
+        baseline_seconds: 180,
+        ratio: 180 / s1,
+        unit: 'tokens',
+        value: first.tokens.length,
+        limit: null,
+      },
+      {
+        name: `e2e-${size()} follow-up`,
+        seconds: s2,
+        baseline: 'first question on the image',
+        baseline_seconds: s1,
+        ratio: s1 / s2,
+        unit: 'tokens',
+        value: follow.tokens.length,
+        limit: null,
+      },
     ];
   },
   /** What `lisa segment` does: one process, one image, the vision sessions closed before the LLM opens. */
@@ -128,7 +210,19 @@ const components: Record<string, () => Promise<Row[]>> = {
     const r = await lisa.segment(image, E2E_QUESTION, { maxNewTokens: 10 });
     await lisa.close();
     const s = now() - t;
-    return [{ name: `e2e-${size()} one-shot`, seconds: s, baseline: 'official code, about 3 min (design.md)', baseline_seconds: 180, ratio: 180 / s, unit: 'tokens', value: r.tokens.length, limit: null, note: 'process start to answer, sessions opened from the cache' }];
+    return [
+      {
+        name: `e2e-${size()} one-shot`,
+        seconds: s,
+        baseline: 'official code, about 3 min (design.md)',
+        baseline_seconds: 180,
+        ratio: 180 / s,
+        unit: 'tokens',
+        value: r.tokens.length,
+        limit: null,
+        note: 'process start to answer, sessions opened from the cache',
+      },
+    ];
   },
 };
 
@@ -141,7 +235,18 @@ async function samEncoder(precision: 'fp32' | 'int8'): Promise<Row[]> {
   t = now();
   await sam.runSamEncoder(px);
   const s = now() - t;
-  return [{ name: precision === 'fp32' ? 'sam-encoder' : 'sam-encoder-int8', seconds: s, baseline: 'official PyTorch CPU fp32 (design.md)', baseline_seconds: 53.0, ratio: 53.0 / s, unit: 'GFLOP/s', value: 5.7e12 / s / 1e9, limit: 7.0 }];
+  return [
+    {
+      name: precision === 'fp32' ? 'sam-encoder' : 'sam-encoder-int8',
+      seconds: s,
+      baseline: 'official PyTorch CPU fp32 (design.md)',
+      baseline_seconds: 53.0,
+      ratio: 53.0 / s,
+      unit: 'GFLOP/s',
+      value: 5.7e12 / s / 1e9,
+      limit: 7.0,
+    },
+  ];
 }
 
 function size(): string {
@@ -150,7 +255,11 @@ function size(): string {
 
 /** Runs one component in a child process; its rows come back on the last stdout line. */
 function child(component: string): Row[] {
-  const r = spawnSync(process.execPath, [process.argv[1]!, '--child', component, '--dir', dir, '--model', modelName, '--threads', String(threads)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 });
+  const r = spawnSync(
+    process.execPath,
+    [process.argv[1]!, '--child', component, '--dir', dir, '--model', modelName, '--threads', String(threads)],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 },
+  );
   const lines = r.stdout.trim().split('\n');
   for (const l of lines.slice(0, -1)) process.stdout.write(`${l}\n`);
   if (r.status !== 0) throw new Error(`bench component ${component} failed (exit ${r.status})`);
@@ -161,7 +270,10 @@ function child(component: string): Row[] {
 function llamaCpp(): LlamaCppResult {
   if (!existsSync(join(LLAMA_CPP_DIR, 'node_modules', 'node-llama-cpp'))) {
     process.stdout.write(`# installing the llama.cpp baseline into ${LLAMA_CPP_DIR} (npm ci, CPU build only)\n`);
-    const r = spawnSync('npm', ['ci', '--omit=optional', '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: LLAMA_CPP_DIR, stdio: 'inherit' });
+    const r = spawnSync('npm', ['ci', '--omit=optional', '--ignore-scripts', '--no-audit', '--no-fund'], {
+      cwd: LLAMA_CPP_DIR,
+      stdio: 'inherit',
+    });
     if (r.status !== 0) throw new Error('npm ci for the llama.cpp baseline failed');
   }
   const gguf = join(dir, `${modelName}-random-q4_0.gguf`);
@@ -169,14 +281,30 @@ function llamaCpp(): LlamaCppResult {
     process.stdout.write(`# writing ${gguf}\n`);
     writeRandomLlamaGguf(gguf, readLlamaConfig(modelDir), LlamaTokenizer.load(modelDir).sp.pieces, `${modelName} shape, random Q4_0`);
   }
-  const r = spawnSync(process.execPath, [join(import.meta.dirname, 'llama-cpp-baseline.js'), '--gguf', gguf, '--threads', String(threads), '--prompt', String(PROMPT), '--steps', String(STEPS)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const r = spawnSync(
+    process.execPath,
+    [
+      join(import.meta.dirname, 'llama-cpp-baseline.js'),
+      '--gguf',
+      gguf,
+      '--threads',
+      String(threads),
+      '--prompt',
+      String(PROMPT),
+      '--steps',
+      String(STEPS),
+    ],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   if (r.status !== 0) throw new Error('the llama.cpp baseline failed');
   return JSON.parse(r.stdout.trim().split('\n').at(-1)!) as LlamaCppResult;
 }
 
 function print(r: Row): void {
   const lim = r.limit !== null && r.limit > 0 ? `${((100 * r.limit) / r.seconds).toFixed(0)} %` : '–';
-  process.stdout.write(`| ${r.name.padEnd(20)} | ${r.seconds.toFixed(3).padStart(8)} s | ${r.value.toFixed(2).padStart(8)} ${r.unit.padEnd(7)} | ${lim.padStart(5)} | ${r.baseline.padEnd(40)} | ${r.baseline_seconds !== null ? `${r.baseline_seconds.toFixed(3)} s` : '–'} | ${r.ratio !== null ? `${r.ratio.toFixed(2)}x` : '–'} | ${r.peak_rss_gib !== undefined ? r.peak_rss_gib.toFixed(2) : '–'} |\n`);
+  process.stdout.write(
+    `| ${r.name.padEnd(20)} | ${r.seconds.toFixed(3).padStart(8)} s | ${r.value.toFixed(2).padStart(8)} ${r.unit.padEnd(7)} | ${lim.padStart(5)} | ${r.baseline.padEnd(40)} | ${r.baseline_seconds !== null ? `${r.baseline_seconds.toFixed(3)} s` : '–'} | ${r.ratio !== null ? `${r.ratio.toFixed(2)}x` : '–'} | ${r.peak_rss_gib !== undefined ? r.peak_rss_gib.toFixed(2) : '–'} |\n`,
+  );
 }
 
 async function main(): Promise<void> {
@@ -191,7 +319,10 @@ async function main(): Promise<void> {
   // train-tiny runs on the fixtures alone; everything else needs the generated full-size checkpoint.
   const fullSize = !only || only.some((n) => n !== 'train-tiny');
   if (fullSize && !dir) {
-    process.stderr.write('bench: give --dir DIR (or LISA_BENCH_DIR): the folder of the generated full-size checkpoint (node dist/bench/make-checkpoint.js --out DIR)\n');
+    process.stderr.write(
+      'bench: give --dir DIR (or LISA_BENCH_DIR): the folder of the generated full-size checkpoint (node ' +
+        'dist/bench/make-checkpoint.js --out DIR)\n',
+    );
     process.exit(2);
   }
   if (fullSize && !existsSync(join(modelDir, 'config.json'))) {
@@ -200,9 +331,16 @@ async function main(): Promise<void> {
   }
   const sz = fullSize ? size() : '7b';
   const names = ['bandwidth', 'sam-encoder', 'sam-encoder-int8', 'clip', `llm-${sz}`, `e2e-${sz}`, 'train-tiny', 'train-7b'];
-  for (const n of only ?? []) if (!names.includes(n)) { process.stderr.write(`bench: unknown component '${n}' (expected one of ${names.join(', ')})\n`); process.exit(2); }
+  for (const n of only ?? [])
+    if (!names.includes(n)) {
+      process.stderr.write(`bench: unknown component '${n}' (expected one of ${names.join(', ')})\n`);
+      process.exit(2);
+    }
   const want = (n: string): boolean => !only || only.includes(n);
-  process.stdout.write(`machine: ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB; onnxruntime threads ${threads}; model ${modelName}\n`);
+  process.stdout.write(
+    `machine: ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB; onnxruntime ` +
+      `threads ${threads}; model ${modelName}\n`,
+  );
   const rows: Row[] = [];
   for (const n of names) {
     if (!want(n)) continue;
@@ -211,14 +349,30 @@ async function main(): Promise<void> {
       const ours = child('llm');
       const label = `llama.cpp Q4_0 (node-llama-cpp ${base.version})`;
       const [load, pre, dec] = ours as [Row, Row, Row];
-      rows.push(load, { ...pre, baseline: label, baseline_seconds: base.prefill_s, ratio: base.prefill_s / pre.seconds },
+      rows.push(
+        load,
+        { ...pre, baseline: label, baseline_seconds: base.prefill_s, ratio: base.prefill_s / pre.seconds },
         { ...dec, baseline: label, baseline_seconds: base.decode_s_per_token, ratio: base.decode_s_per_token / dec.seconds },
-        { name: `llama.cpp-${sz} rss`, seconds: base.load_s, baseline: 'baseline process peak RSS', baseline_seconds: null, ratio: null, unit: 'GiB', value: base.peak_rss_bytes / 2 ** 30, limit: null, peak_rss_gib: base.peak_rss_bytes / 2 ** 30 });
+        {
+          name: `llama.cpp-${sz} rss`,
+          seconds: base.load_s,
+          baseline: 'baseline process peak RSS',
+          baseline_seconds: null,
+          ratio: null,
+          unit: 'GiB',
+          value: base.peak_rss_bytes / 2 ** 30,
+          limit: null,
+          peak_rss_gib: base.peak_rss_bytes / 2 ** 30,
+        },
+      );
     } else {
       rows.push(...(n.startsWith('e2e') ? [...child('e2e'), ...child('oneshot')] : child(n)));
     }
   }
-  process.stdout.write('| component            |     time   |  throughput      | % lim | baseline                                 | base time | ratio | peak RSS GiB |\n');
+  process.stdout.write(
+    '| component            |     time   |  throughput      | % lim | baseline                                 | base time | ' +
+      'ratio | peak RSS GiB |\n',
+  );
   rows.forEach(print);
   const jsonOut = get('--json');
   if (jsonOut) writeFileSync(jsonOut, JSON.stringify(rows, null, 2) + '\n');

@@ -22,12 +22,19 @@ const cache = tempDir('lisa-autodiff-');
 after(() => cache[Symbol.dispose]());
 const engine = new Engine({ cacheDir: cache.path, threads: 1 });
 
-interface InputSpec { shape: number[]; positive?: boolean; wantGrad?: boolean }
+interface InputSpec {
+  shape: number[];
+  positive?: boolean;
+  wantGrad?: boolean;
+}
 type Build = (g: Graph, xs: Value[]) => Value;
 
 let seed = 1;
 function makeData(dtype: DType, spec: InputSpec): Float64Array {
-  const r = randn(spec.shape.reduce((a, b) => a * b, 1), seed++);
+  const r = randn(
+    spec.shape.reduce((a, b) => a * b, 1),
+    seed++,
+  );
   return Float64Array.from(r, (v) => (spec.positive ? 0.5 + Math.abs(v) : v));
 }
 function tensor(dtype: DType, shape: number[], data: Float64Array): HostTensor {
@@ -39,17 +46,28 @@ async function check(name: string, specs: InputSpec[], build: Build, dtype: DTyp
   const xs = specs.map((s, i) => g.input(`x${i}`, dtype, s.shape));
   const y = build(g, xs);
   const yShape = y.shape as number[];
-  const rData = randn(yShape.reduce((a, b) => a * b, 1), seed++);
+  const rData = randn(
+    yShape.reduce((a, b) => a * b, 1),
+    seed++,
+  );
   const r = g.constant(dtype, yShape, dtype === 'float64' ? Float64Array.from(rData) : rData);
-  const loss = g.reduceSum(g.mul(y, r), yShape.map((_, i) => i), false);
+  const loss = g.reduceSum(
+    g.mul(y, r),
+    yShape.map((_, i) => i),
+    false,
+  );
   g.output(loss, 'loss');
   const wrt = xs.filter((_, i) => specs[i]!.wantGrad !== false);
   const grads = backward(g, loss, wrt);
-  grads.forEach((gv, i) => { assert.ok(gv, `${name}: no gradient for input ${i}`); g.output(gv!, `grad_${i}`); });
+  grads.forEach((gv, i) => {
+    assert.ok(gv, `${name}: no gradient for input ${i}`);
+    g.output(gv!, `grad_${i}`);
+  });
   const s: EngineSession = await engine.load(g);
   try {
     const data = specs.map((sp) => makeData(dtype, sp));
-    const feeds = (ds: Float64Array[]): Record<string, HostTensor> => Object.fromEntries(ds.map((d, i) => [`x${i}`, tensor(dtype, specs[i]!.shape, d)]));
+    const feeds = (ds: Float64Array[]): Record<string, HostTensor> =>
+      Object.fromEntries(ds.map((d, i) => [`x${i}`, tensor(dtype, specs[i]!.shape, d)]));
     const out = await s.run(feeds(data));
     const lossAt = async (ds: Float64Array[]): Promise<number> => Number((await s.run(feeds(ds))).loss!.data[0]);
     let gi = 0;
@@ -61,22 +79,30 @@ async function check(name: string, specs: InputSpec[], build: Build, dtype: DTyp
       if (dtype === 'float64') {
         const h = 1e-6;
         for (let e = 0; e < data[i]!.length; e++) {
-          const plus = data.map((d) => Float64Array.from(d)), minus = data.map((d) => Float64Array.from(d));
-          plus[i]![e]! += h; minus[i]![e]! -= h;
+          const plus = data.map((d) => Float64Array.from(d)),
+            minus = data.map((d) => Float64Array.from(d));
+          plus[i]![e]! += h;
+          minus[i]![e]! -= h;
           const fd = ((await lossAt(plus)) - (await lossAt(minus))) / (2 * h);
           const d = Math.abs(fd - analytic[e]!);
           if (d > 1e-6 * scale + 1e-8) assert.fail(`${name}: d/dx${i}[${e}] analytic ${analytic[e]} vs finite difference ${fd}`);
         }
       } else {
-        const h = 1e-2, rand = rng(seed++);
+        const h = 1e-2,
+          rand = rng(seed++);
         for (let t = 0; t < 4; t++) {
           const dir = Float64Array.from(data[i]!, () => rand() - 0.5);
-          const plus = data.map((d) => Float64Array.from(d)), minus = data.map((d) => Float64Array.from(d));
-          dir.forEach((v, e) => { plus[i]![e]! += h * v; minus[i]![e]! -= h * v; });
+          const plus = data.map((d) => Float64Array.from(d)),
+            minus = data.map((d) => Float64Array.from(d));
+          dir.forEach((v, e) => {
+            plus[i]![e]! += h * v;
+            minus[i]![e]! -= h * v;
+          });
           const fd = ((await lossAt(plus)) - (await lossAt(minus))) / (2 * h);
           const an = analytic.reduce((acc, a, e) => acc + a * dir[e]!, 0);
           const norm = Math.sqrt(analytic.reduce((acc, a) => acc + a * a, 0) * dir.reduce((acc, v) => acc + v * v, 0));
-          if (Math.abs(fd - an) > 2e-3 * Math.max(norm, 1e-3)) assert.fail(`${name}: directional derivative of x${i}: analytic ${an} vs finite difference ${fd}`);
+          if (Math.abs(fd - an) > 2e-3 * Math.max(norm, 1e-3))
+            assert.fail(`${name}: directional derivative of x${i}: analytic ${an} vs finite difference ${fd}`);
         }
       }
     }
@@ -92,16 +118,27 @@ describe('gradient rules vs finite differences (float64)', () => {
     await check('mul', [{ shape: [2, 1, 4] }, { shape: [3, 1] }], (g, [a, b]) => g.mul(a!, b!));
     await check('div', [{ shape: [2, 3] }, { shape: [3], positive: true }], (g, [a, b]) => g.div(a!, b!));
     await check('pow', [{ shape: [5], positive: true }], (g, [a]) => g.pow(a!, g.scalar(2.5, 'float64')));
-    await check('max-min', [{ shape: [2, 4] }, { shape: [4] }], (g, [a, b]) => g.add(g.node('Max', [a!, b!])[0]!, g.mul(g.node('Min', [a!, b!])[0]!, g.scalar(3, 'float64'))));
+    await check('max-min', [{ shape: [2, 4] }, { shape: [4] }], (g, [a, b]) =>
+      g.add(g.node('Max', [a!, b!])[0]!, g.mul(g.node('Min', [a!, b!])[0]!, g.scalar(3, 'float64'))),
+    );
     await check('where', [{ shape: [3, 4] }, { shape: [4] }], (g, [a, b]) => g.where(g.greater(a!, g.scalar(0, 'float64')), a!, b!));
   });
   it('unary functions', async () => {
     for (const [name, positive, f] of [
-      ['neg', false, (g: Graph, x: Value) => g.neg(x)], ['relu', false, (g: Graph, x: Value) => g.relu(x)], ['sigmoid', false, (g: Graph, x: Value) => g.sigmoid(x)],
-      ['tanh', false, (g: Graph, x: Value) => g.tanh(x)], ['exp', false, (g: Graph, x: Value) => g.exp(x)], ['log', true, (g: Graph, x: Value) => g.log(x)],
-      ['sqrt', true, (g: Graph, x: Value) => g.sqrt(x)], ['reciprocal', true, (g: Graph, x: Value) => g.node('Reciprocal', [x])[0]!], ['abs', false, (g: Graph, x: Value) => g.abs(x)],
-      ['cos', false, (g: Graph, x: Value) => g.cos(x)], ['sin', false, (g: Graph, x: Value) => g.sin(x)], ['identity', false, (g: Graph, x: Value) => g.identity(x)],
-    ] as const) await check(name, [{ shape: [3, 5], positive }], (g, [x]) => f(g, x!));
+      ['neg', false, (g: Graph, x: Value) => g.neg(x)],
+      ['relu', false, (g: Graph, x: Value) => g.relu(x)],
+      ['sigmoid', false, (g: Graph, x: Value) => g.sigmoid(x)],
+      ['tanh', false, (g: Graph, x: Value) => g.tanh(x)],
+      ['exp', false, (g: Graph, x: Value) => g.exp(x)],
+      ['log', true, (g: Graph, x: Value) => g.log(x)],
+      ['sqrt', true, (g: Graph, x: Value) => g.sqrt(x)],
+      ['reciprocal', true, (g: Graph, x: Value) => g.node('Reciprocal', [x])[0]!],
+      ['abs', false, (g: Graph, x: Value) => g.abs(x)],
+      ['cos', false, (g: Graph, x: Value) => g.cos(x)],
+      ['sin', false, (g: Graph, x: Value) => g.sin(x)],
+      ['identity', false, (g: Graph, x: Value) => g.identity(x)],
+    ] as const)
+      await check(name, [{ shape: [3, 5], positive }], (g, [x]) => f(g, x!));
   });
   it('softmax and log-softmax on several axes', async () => {
     await check('softmax-last', [{ shape: [2, 3, 5] }], (g, [x]) => g.softmax(x!, -1));
@@ -147,32 +184,72 @@ describe('gradient rules vs finite differences (float32 ops)', () => {
   it('RotaryEmbedding (adjoint = rotation by −θ)', async () => {
     const cos = Float32Array.from({ length: 8 * 2 }, (_, i) => Math.cos(0.3 * i));
     const sin = Float32Array.from({ length: 8 * 2 }, (_, i) => Math.sin(0.3 * i));
-    await check('rotary', [{ shape: [2, 3, 8] }], (g, [x]) => g.node('RotaryEmbedding', [x!, g.constant('int64', [2, 3], [0, 1, 2, 5, 6, 7]), g.constant('float32', [8, 2], cos), g.constant('float32', [8, 2], sin)], { interleaved: attr.i(0), num_heads: attr.i(2) }, MS_DOMAIN)[0]!, 'float32');
+    await check(
+      'rotary',
+      [{ shape: [2, 3, 8] }],
+      (g, [x]) =>
+        g.node(
+          'RotaryEmbedding',
+          [x!, g.constant('int64', [2, 3], [0, 1, 2, 5, 6, 7]), g.constant('float32', [8, 2], cos), g.constant('float32', [8, 2], sin)],
+          { interleaved: attr.i(0), num_heads: attr.i(2) },
+          MS_DOMAIN,
+        )[0]!,
+      'float32',
+    );
   });
   it('ConvTranspose, kernel = stride 2 (input, weight, bias)', async () => {
-    await check('convtranspose', [{ shape: [2, 3, 2, 3] }, { shape: [3, 4, 2, 2] }, { shape: [4] }], (g, [x, w, b]) => g.convTranspose(x!, w!, b!, { strides: [2, 2] }), 'float32');
+    await check(
+      'convtranspose',
+      [{ shape: [2, 3, 2, 3] }, { shape: [3, 4, 2, 2] }, { shape: [4] }],
+      (g, [x, w, b]) => g.convTranspose(x!, w!, b!, { strides: [2, 2] }),
+      'float32',
+    );
   });
   it('MatMulNBits (frozen int4 and int8 bases): the input gradient through the dequantised weight', async () => {
-    for (const spec of [{ bits: 4, blockSize: 32, accuracyLevel: 4 }, { bits: 8, blockSize: 16, accuracyLevel: 4 }] as const) {
-      const n = 6, kk = spec.bits === 4 ? 64 : 40;
+    for (const spec of [
+      { bits: 4, blockSize: 32, accuracyLevel: 4 },
+      { bits: 8, blockSize: 16, accuracyLevel: 4 },
+    ] as const) {
+      const n = 6,
+        kk = spec.bits === 4 ? 64 : 40;
       const { codes, scales } = quantizeBlockwise(randn(n * kk, seed++), n, kk, spec);
       const blocks = Math.ceil(kk / spec.blockSize);
-      await check(`matmulnbits-${spec.bits}`, [{ shape: [2, 3, kk] }], (g, [x]) => g.node('MatMulNBits', [x!, g.constant('uint8', [n, blocks, (spec.blockSize * spec.bits) / 8], codes), g.constant('float32', [n * blocks], scales)], {
-        K: attr.i(kk), N: attr.i(n), bits: attr.i(spec.bits), block_size: attr.i(spec.blockSize), accuracy_level: attr.i(0),
-      }, MS_DOMAIN)[0]!, 'float32');
+      await check(
+        `matmulnbits-${spec.bits}`,
+        [{ shape: [2, 3, kk] }],
+        (g, [x]) =>
+          g.node(
+            'MatMulNBits',
+            [x!, g.constant('uint8', [n, blocks, (spec.blockSize * spec.bits) / 8], codes), g.constant('float32', [n * blocks], scales)],
+            {
+              K: attr.i(kk),
+              N: attr.i(n),
+              bits: attr.i(spec.bits),
+              block_size: attr.i(spec.blockSize),
+              accuracy_level: attr.i(0),
+            },
+            MS_DOMAIN,
+          )[0]!,
+        'float32',
+      );
     }
   });
   it('attention with a causal mask and a padding bias', async () => {
     const pad = Float32Array.from([0, 0, 0, -3.4028234663852886e38, 0, 0, 0, 0]);
-    await check('attention', [{ shape: [2, 2, 4, 3] }, { shape: [2, 2, 4, 3] }, { shape: [2, 2, 4, 3] }], (g, [q, k, v]) =>
-      attention(g, q!, k!, v!, { causal: true, bias: g.constant('float32', [2, 1, 1, 4], pad) }), 'float32');
+    await check(
+      'attention',
+      [{ shape: [2, 2, 4, 3] }, { shape: [2, 2, 4, 3] }, { shape: [2, 2, 4, 3] }],
+      (g, [q, k, v]) => attention(g, q!, k!, v!, { causal: true, bias: g.constant('float32', [2, 1, 1, 4], pad) }),
+      'float32',
+    );
   });
 });
 
 describe('backward walker', () => {
   it('sums the gradients of a value used several times, and returns null where the loss does not depend on an input', async () => {
     const g = new Graph('walker');
-    const x = g.input('x', 'float64', [3]), unused = g.input('u', 'float64', [3]);
+    const x = g.input('x', 'float64', [3]),
+      unused = g.input('u', 'float64', [3]);
     const y = g.mul(g.add(x, x), x); // 2x² → 4x
     const loss = g.reduceSum(y, [0], false);
     g.output(g.identity(unused), 'u_out');
@@ -180,7 +257,10 @@ describe('backward walker', () => {
     assert.equal(gu, null);
     g.output(gx!, 'gx');
     const s = await engine.load(g);
-    const out = await s.run({ x: hostTensor('float64', [3], Float64Array.from([1, -2, 0.5])), u: hostTensor('float64', [3], new Float64Array(3)) });
+    const out = await s.run({
+      x: hostTensor('float64', [3], Float64Array.from([1, -2, 0.5])),
+      u: hostTensor('float64', [3], new Float64Array(3)),
+    });
     assert.deepEqual(Array.from(out.gx!.data as Float64Array), [4, -8, 2]);
     await s.release();
   });

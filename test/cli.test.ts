@@ -23,7 +23,10 @@ describe('lisa inspect', () => {
   it('--json gives the same as data', () => {
     const r = lisa('inspect', '--json', join(FIXTURES, 'lisa-tiny', 'checkpoint'));
     assert.equal(r.code, 0, r.stderr);
-    const j = JSON.parse(r.stdout) as { tensors: { name: string; shape: number[] }[]; summary: { count: number; bytesByDtype: Record<string, number> } };
+    const j = JSON.parse(r.stdout) as {
+      tensors: { name: string; shape: number[] }[];
+      summary: { count: number; bytesByDtype: Record<string, number> };
+    };
     assert.equal(j.summary.count, 203);
     assert.deepEqual(j.tensors.find((t) => t.name === 'model.embed_tokens.weight')?.shape, [32003, 64]);
     assert.equal(j.summary.bytesByDtype.float32, 9_068_320 * 4);
@@ -48,16 +51,42 @@ describe('lisa train-step', () => {
   const ckpt = join(FIXTURES, 'lisa-tiny', 'checkpoint');
   it('runs the official step and prints its losses', () => {
     using d = tempDir();
-    const r = lisa('train-step', '--model', ckpt, '--vision-tower', join(ckpt, 'clip-vit-tiny-patch14'), '--fixture', join(FIXTURES, 'train-step'), '--variant', 'nodrop', '--out', join(d.path, 'out'), '--cache-dir', join(d.path, 'cache'));
+    const r = lisa(
+      'train-step',
+      '--model',
+      ckpt,
+      '--vision-tower',
+      join(ckpt, 'clip-vit-tiny-patch14'),
+      '--fixture',
+      join(FIXTURES, 'train-step'),
+      '--variant',
+      'nodrop',
+      '--out',
+      join(d.path, 'out'),
+      '--cache-dir',
+      join(d.path, 'cache'),
+    );
     assert.equal(r.code, 0, r.stderr);
     const m = /^loss ([\d.]+) \(ce ([\d.]+), bce ([\d.]+), dice ([\d.]+)\); grad norm ([\d.]+)/.exec(r.stdout);
     assert.ok(m, r.stdout);
     // The official step's values (fixtures/train-step/manifest.json).
-    [12.090801, 10.353586, 1.308278, 0.428937, 10.052935].forEach((ref, i) => assert.ok(Math.abs(Number(m[i + 1]) - ref) <= 2e-5 * ref, `${m[i + 1]} vs ${ref}`));
+    [12.090801, 10.353586, 1.308278, 0.428937, 10.052935].forEach((ref, i) =>
+      assert.ok(Math.abs(Number(m[i + 1]) - ref) <= 2e-5 * ref, `${m[i + 1]} vs ${ref}`),
+    );
   });
   it('a folder that is not a fixture, or an unknown variant, gives one line and exit code 1', () => {
     using d = tempDir();
-    const base = ['train-step', '--model', ckpt, '--vision-tower', join(ckpt, 'clip-vit-tiny-patch14'), '--out', join(d.path, 'out'), '--cache-dir', join(d.path, 'cache')];
+    const base = [
+      'train-step',
+      '--model',
+      ckpt,
+      '--vision-tower',
+      join(ckpt, 'clip-vit-tiny-patch14'),
+      '--out',
+      join(d.path, 'out'),
+      '--cache-dir',
+      join(d.path, 'cache'),
+    ];
     const a = lisa(...base, '--fixture', d.path, '--variant', 'nodrop');
     assert.equal(a.code, 1);
     assert.match(a.stderr, /^lisa: .*: no manifest\.json \(expected a folder laid out like fixtures\/train-step\)\n$/);
@@ -71,7 +100,10 @@ describe('usage errors exit 2 with one line; --version', () => {
   it('bad option values, a thread count above the cores, eval without --model', () => {
     const model = join(FIXTURES, 'lisa-tiny', 'checkpoint');
     const cases: [string[], RegExp][] = [
-      [['segment', '--model', model, '--image', 'x.png', '--query', 'q', '--precision', 'int3'], /--precision.*int3.*Allowed choices are auto, fp32, int8, int4/],
+      [
+        ['segment', '--model', model, '--image', 'x.png', '--query', 'q', '--precision', 'int3'],
+        /--precision.*int3.*Allowed choices are auto, fp32, int8, int4/,
+      ],
       [['segment', '--model', model, '--image', 'x.png', '--query', 'q', '--sam-precision', 'fp16'], /--sam-precision.*fp16/],
       [['segment', '--model', model, '--image', 'x.png', '--query', 'q', '--threads', '1000'], /--threads must be at most \d+, got "1000"/],
       [['eval', '--model', model, '--data', '.', '--dataset', 'foo'], /--dataset.*foo.*Allowed choices are reasonseg/],
@@ -95,17 +127,40 @@ describe('lisa chat in a real terminal (a pty through script(1))', () => {
     const { spawn } = await import('node:child_process');
     const m = join(FIXTURES, 'lisa-tiny');
     using d = tempDir();
-    const cmd = [process.execPath, join(ROOT, 'bin', 'lisa.js'), 'chat', '--model', join(m, 'checkpoint'), '--vision-tower', join(m, 'checkpoint', 'clip-vit-tiny-patch14'),
-      '--image', join(m, 'golden', 'inputs', 'truck.jpg'), '--cache-dir', join(d.path, 'cache'), '--max-new-tokens', '4'].map((a) => `'${a}'`).join(' ');
+    const cmd = [
+      process.execPath,
+      join(ROOT, 'bin', 'lisa.js'),
+      'chat',
+      '--model',
+      join(m, 'checkpoint'),
+      '--vision-tower',
+      join(m, 'checkpoint', 'clip-vit-tiny-patch14'),
+      '--image',
+      join(m, 'golden', 'inputs', 'truck.jpg'),
+      '--cache-dir',
+      join(d.path, 'cache'),
+      '--max-new-tokens',
+      '4',
+    ]
+      .map((a) => `'${a}'`)
+      .join(' ');
     const child = spawn('script', ['-qfec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
-    const waitFor = (re: RegExp, ms = 60000): Promise<void> => new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`timed out waiting for ${re}; got: ${out}`)), ms);
-      const check = (): void => { if (re.test(out)) { clearTimeout(t); resolve(); } };
-      child.stdout!.on('data', check);
-      check();
+    const waitFor = (re: RegExp, ms = 60000): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`timed out waiting for ${re}; got: ${out}`)), ms);
+        const check = (): void => {
+          if (re.test(out)) {
+            clearTimeout(t);
+            resolve();
+          }
+        };
+        child.stdout!.on('data', check);
+        check();
+      });
+    child.stdout!.on('data', (b: Buffer) => {
+      out += b.toString();
     });
-    child.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
     await waitFor(/commands: .*\/quit/);
     await waitFor(/> /);
     child.stdin!.write('What is in the picture?\r');
@@ -123,8 +178,25 @@ describe('lisa segment in a real terminal', () => {
   it('the streamed answer is not wiped by the progress line', () => {
     const m = join(FIXTURES, 'lisa-tiny');
     using d = tempDir();
-    const cmd = [process.execPath, join(ROOT, 'bin', 'lisa.js'), 'segment', '--model', join(m, 'checkpoint'), '--vision-tower', join(m, 'checkpoint', 'clip-vit-tiny-patch14'),
-      '--image', join(m, 'golden', 'inputs', 'truck.jpg'), '--query', 'What is in the picture?', '--max-new-tokens', '6', '--cache-dir', join(d.path, 'cache')].map((a) => `'${a}'`).join(' ');
+    const cmd = [
+      process.execPath,
+      join(ROOT, 'bin', 'lisa.js'),
+      'segment',
+      '--model',
+      join(m, 'checkpoint'),
+      '--vision-tower',
+      join(m, 'checkpoint', 'clip-vit-tiny-patch14'),
+      '--image',
+      join(m, 'golden', 'inputs', 'truck.jpg'),
+      '--query',
+      'What is in the picture?',
+      '--max-new-tokens',
+      '6',
+      '--cache-dir',
+      join(d.path, 'cache'),
+    ]
+      .map((a) => `'${a}'`)
+      .join(' ');
     const r = spawnSync('script', ['-qfec', cmd, '/dev/null'], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stdout);
     const start = r.stdout.indexOf('ballogger'); // the tiny checkpoint's first generated token, as the parity tests check
@@ -143,11 +215,31 @@ describe('lisa eval exit codes', () => {
     mkdirSync(val, { recursive: true });
     writeFileSync(join(val, 'a.json'), JSON.stringify({ text: ['the cat'], is_sentence: false, shapes: [] }));
     writeFileSync(join(val, 'a.jpg'), 'not a jpeg');
-    const a = lisa('eval', '--data', join(d.path, 'data'), '--dataset', 'reasonseg', '--predictions', join(d.path, 'none'), '--out', join(d.path, 'o1'));
+    const a = lisa(
+      'eval',
+      '--data',
+      join(d.path, 'data'),
+      '--dataset',
+      'reasonseg',
+      '--predictions',
+      join(d.path, 'none'),
+      '--out',
+      join(d.path, 'o1'),
+    );
     assert.equal(a.code, 1);
     assert.match(a.stderr, /^lisa: --predictions .*none: no such folder\n$/);
     mkdirSync(join(d.path, 'preds'));
-    const b = lisa('eval', '--data', join(d.path, 'data'), '--dataset', 'reasonseg', '--predictions', join(d.path, 'preds'), '--out', join(d.path, 'o2'));
+    const b = lisa(
+      'eval',
+      '--data',
+      join(d.path, 'data'),
+      '--dataset',
+      'reasonseg',
+      '--predictions',
+      join(d.path, 'preds'),
+      '--out',
+      join(d.path, 'o2'),
+    );
     assert.equal(b.code, 1, b.stdout + b.stderr);
     assert.match(b.stderr, /^lisa: no query could be scored \(1 errors, the first: .*a\.jpg: not a readable image/m);
   });
@@ -155,7 +247,16 @@ describe('lisa eval exit codes', () => {
 
 describe('output and cache folders are checked before the model runs; nothing is lost', () => {
   const m = join(FIXTURES, 'lisa-tiny');
-  const base = ['--model', join(m, 'checkpoint'), '--vision-tower', join(m, 'checkpoint', 'clip-vit-tiny-patch14'), '--image', join(m, 'golden', 'inputs', 'truck.jpg'), '--query', 'q'];
+  const base = [
+    '--model',
+    join(m, 'checkpoint'),
+    '--vision-tower',
+    join(m, 'checkpoint', 'clip-vit-tiny-patch14'),
+    '--image',
+    join(m, 'golden', 'inputs', 'truck.jpg'),
+    '--query',
+    'q',
+  ];
   it('dump refuses a folder with other files (and leaves them), a file, or a place under a file', async () => {
     const { mkdirSync, readdirSync } = await import('node:fs');
     using d = tempDir();
@@ -169,7 +270,10 @@ describe('output and cache folders are checked before the model runs; nothing is
     const file = join(d.path, 'file');
     writeFileSync(file, 'x');
     assert.match(lisa('dump', ...base, '--out', file).stderr, /^lisa: --out .*file: is a file, not a folder\n$/);
-    assert.match(lisa('segment', ...base, '--out', join(file, 'sub')).stderr, /^lisa: --out .*: .*file is a file, so the folder cannot be made under it\n$/);
+    assert.match(
+      lisa('segment', ...base, '--out', join(file, 'sub')).stderr,
+      /^lisa: --out .*: .*file is a file, so the folder cannot be made under it\n$/,
+    );
     const c = lisa('segment', ...base, '--cache-dir', file);
     assert.equal(c.code, 1);
     assert.match(c.stderr, /^lisa: --cache-dir .*file: is a file, not a folder\n$/);
@@ -178,12 +282,23 @@ describe('output and cache folders are checked before the model runs; nothing is
 
 describe('long inputs', () => {
   const m = join(FIXTURES, 'lisa-tiny');
-  const base = ['segment', '--model', join(m, 'checkpoint'), '--vision-tower', join(m, 'checkpoint', 'clip-vit-tiny-patch14'), '--image', join(m, 'golden', 'inputs', 'truck.jpg')];
+  const base = [
+    'segment',
+    '--model',
+    join(m, 'checkpoint'),
+    '--vision-tower',
+    join(m, 'checkpoint', 'clip-vit-tiny-patch14'),
+    '--image',
+    join(m, 'golden', 'inputs', 'truck.jpg'),
+  ];
   it('a question longer than the model takes is one line naming the lengths, before the image is encoded', () => {
     using d = tempDir();
     const r = lisa(...base, '--query', 'what is this '.repeat(2600), '--cache-dir', join(d.path, 'cache'));
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /^lisa: the prompt is \d+ positions \(\d+ tokens \+ 255 more for the image's 256 rows\) but the model takes at most 2048; shorten the question\n$/);
+    assert.match(
+      r.stderr,
+      /^lisa: the prompt is \d+ positions \(\d+ tokens \+ 255 more for the image's 256 rows\) but the model takes at most 2048; shorten the question\n$/,
+    );
   });
   it('a ~34 KB command line runs (it crashed onnxruntime with SIGSEGV on the default stack)', () => {
     using d = tempDir();
@@ -204,7 +319,10 @@ describe('smaller everyday fixes', () => {
     assert.equal(j.ids[0], 1);
     assert.ok(j.ids.includes(-200));
     assert.equal(j.pieces[j.ids.indexOf(-200)], '<image>');
-    const s = spawnSync(process.execPath, [join(ROOT, 'bin', 'lisa.js'), 'tokenize', '--model', ckpt, '--input', '-'], { input: '"hello"\n"world"\n', encoding: 'utf8' });
+    const s = spawnSync(process.execPath, [join(ROOT, 'bin', 'lisa.js'), 'tokenize', '--model', ckpt, '--input', '-'], {
+      input: '"hello"\n"world"\n',
+      encoding: 'utf8',
+    });
     assert.equal(s.status, 0, s.stderr);
     assert.equal(s.stdout.trim().split('\n').length, 2);
     const missing = lisa('tokenize', '--model', ckpt, '--input', join(ROOT, 'no-such.jsonl'));
@@ -212,12 +330,34 @@ describe('smaller everyday fixes', () => {
     assert.match(missing.stderr, /^lisa: --input .*no-such\.jsonl: no such file\n$/);
   });
   it('--json | head ends quietly (EPIPE), with exit 0', () => {
-    const r = spawnSync('sh', ['-c', `'${process.execPath}' '${join(ROOT, 'bin', 'lisa.js')}' inspect --json '${ckpt}' | head -c 10 > /dev/null; echo "status \${PIPESTATUS:-0}"`], { encoding: 'utf8' });
+    const r = spawnSync(
+      'sh',
+      [
+        '-c',
+        `'${process.execPath}' '${join(ROOT, 'bin', 'lisa.js')}' inspect --json '${ckpt}' | head -c 10 > /dev/null; echo "status ` +
+          `\${PIPESTATUS:-0}"`,
+      ],
+      { encoding: 'utf8' },
+    );
     assert.doesNotMatch(r.stderr, /EPIPE|Error/);
   });
   it('--json without --out names no mask files; mask PNGs are single-channel; --box outside the image is refused before encoding', async () => {
     using d = tempDir();
-    const base = ['segment', '--model', ckpt, '--vision-tower', join(ckpt, 'clip-vit-tiny-patch14'), '--image', join(m, 'golden', 'inputs', 'truck.jpg'), '--query', 'q', '--answer', 'Sure, [SEG].', '--cache-dir', join(d.path, 'cache')];
+    const base = [
+      'segment',
+      '--model',
+      ckpt,
+      '--vision-tower',
+      join(ckpt, 'clip-vit-tiny-patch14'),
+      '--image',
+      join(m, 'golden', 'inputs', 'truck.jpg'),
+      '--query',
+      'q',
+      '--answer',
+      'Sure, [SEG].',
+      '--cache-dir',
+      join(d.path, 'cache'),
+    ];
     const j = lisa(...base, '--json');
     assert.equal(j.code, 0, j.stderr);
     const masks = (JSON.parse(j.stdout) as { masks: Record<string, unknown>[] }).masks;
@@ -243,7 +383,22 @@ describe('one line instead of a stack trace', () => {
       assert.match(r.stderr, re);
       assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
     };
-    oneLine(lisa('segment', '--model', ckpt, '--vision-tower', join(ckpt, 'clip-vit-tiny-patch14'), '--image', d.path, '--query', 'q', '--cache-dir', join(d.path, 'c')), /the folder holds no JPEG, PNG or WebP image\n$/);
+    oneLine(
+      lisa(
+        'segment',
+        '--model',
+        ckpt,
+        '--vision-tower',
+        join(ckpt, 'clip-vit-tiny-patch14'),
+        '--image',
+        d.path,
+        '--query',
+        'q',
+        '--cache-dir',
+        join(d.path, 'c'),
+      ),
+      /the folder holds no JPEG, PNG or WebP image\n$/,
+    );
     const file = join(d.path, 'file');
     writeFileSync(file, 'x');
     oneLine(lisa('sanity-set', '--out', file, '--data', join(FIXTURES, '..', 'data')), /^lisa: --out .*file: is a file, not a folder\n$/);
@@ -251,7 +406,10 @@ describe('one line instead of a stack trace', () => {
     mkdirSync(data, { recursive: true });
     writeFileSync(join(data, 'a.json'), JSON.stringify({ text: ['the cat'], is_sentence: false, shapes: [] }));
     writeFileSync(join(data, 'a.jpg'), readFileSync(join(m, 'golden', 'inputs', 'truck.jpg')));
-    oneLine(lisa('eval', '--data', join(d.path, 'data'), '--dataset', 'reasonseg', '--predictions', d.path, '--out', file), /^lisa: --out .*file: is a file, not a folder\n$/);
+    oneLine(
+      lisa('eval', '--data', join(d.path, 'data'), '--dataset', 'reasonseg', '--predictions', d.path, '--out', file),
+      /^lisa: --out .*file: is a file, not a folder\n$/,
+    );
     const preds = join(d.path, 'preds');
     mkdirSync(join(preds, 'a.png'), { recursive: true });
     const p = lisa('eval', '--data', join(d.path, 'data'), '--dataset', 'reasonseg', '--predictions', preds, '--out', join(d.path, 'e'));
@@ -261,10 +419,40 @@ describe('one line instead of a stack trace', () => {
     for (const f of readdirSync(ckpt)) if (f !== 'config.json') symlinkSync(join(ckpt, f), join(bad, f));
     const cfg = JSON.parse(rf(join(ckpt, 'config.json'), 'utf8')) as Record<string, unknown>;
     writeFileSync(join(bad, 'config.json'), JSON.stringify({ ...cfg, intermediate_size: 999 }));
-    oneLine(lisa('segment', '--model', bad, '--vision-tower', join(ckpt, 'clip-vit-tiny-patch14'), '--image', join(m, 'golden', 'inputs', 'truck.jpg'), '--query', 'q', '--cache-dir', join(d.path, 'c')),
-      /^lisa: .*badcfg\/config\.json: intermediate_size, hidden_size give model\.layers\.0\.mlp\.gate_proj\.weight the shape \[999, 64\], but the checkpoint has \[172, 64\]\n$/);
-    const chat = spawnSync(process.execPath, [join(ROOT, 'bin', 'lisa.js'), 'chat', '--model', ckpt, '--vision-tower', join(ckpt, 'clip-vit-tiny-patch14'), '--image', join(m, 'golden', 'inputs', 'truck.jpg'), '--cache-dir', join(d.path, 'c'), '--max-new-tokens', '2'],
-      { input: `What is it?\n/save ${file}\n/image ${d.path}\nAnd now?\n/quit\n`, encoding: 'utf8' });
+    oneLine(
+      lisa(
+        'segment',
+        '--model',
+        bad,
+        '--vision-tower',
+        join(ckpt, 'clip-vit-tiny-patch14'),
+        '--image',
+        join(m, 'golden', 'inputs', 'truck.jpg'),
+        '--query',
+        'q',
+        '--cache-dir',
+        join(d.path, 'c'),
+      ),
+      /^lisa: .*badcfg\/config\.json: intermediate_size, hidden_size give model\.layers\.0\.mlp\.gate_proj\.weight the shape \[999, 64\], but the checkpoint has \[172, 64\]\n$/,
+    );
+    const chat = spawnSync(
+      process.execPath,
+      [
+        join(ROOT, 'bin', 'lisa.js'),
+        'chat',
+        '--model',
+        ckpt,
+        '--vision-tower',
+        join(ckpt, 'clip-vit-tiny-patch14'),
+        '--image',
+        join(m, 'golden', 'inputs', 'truck.jpg'),
+        '--cache-dir',
+        join(d.path, 'c'),
+        '--max-new-tokens',
+        '2',
+      ],
+      { input: `What is it?\n/save ${file}\n/image ${d.path}\nAnd now?\n/quit\n`, encoding: 'utf8' },
+    );
     assert.equal(chat.status, 0, chat.stderr);
     assert.match(chat.stderr, /lisa: \/save .*file: is a file, not a folder/);
     assert.match(chat.stderr, /lisa: .*: is a folder, not an image file/);
@@ -277,7 +465,8 @@ describe('eval and convert share the model options', () => {
     for (const cmd of ['eval', 'convert']) {
       const h = lisa(cmd, '--help');
       assert.equal(h.code, 0);
-      for (const flag of ['--precision', '--sam-precision', '--low-memory', '--threads', '--cache-dir', '--vision-tower']) assert.ok(h.stdout.includes(flag), `${cmd} --help lacks ${flag}`);
+      for (const flag of ['--precision', '--sam-precision', '--low-memory', '--threads', '--cache-dir', '--vision-tower'])
+        assert.ok(h.stdout.includes(flag), `${cmd} --help lacks ${flag}`);
     }
     const s = lisa('sanity-set', '--out', 'x');
     assert.equal(s.code, 2);
@@ -311,13 +500,30 @@ describe('lisa segment over several images', () => {
     using d = tempDir();
     const m = join(FIXTURES, 'lisa-tiny');
     const ckpt = join(m, 'checkpoint');
-    mkdirSync(join(d.path, 'a')); mkdirSync(join(d.path, 'b'));
+    mkdirSync(join(d.path, 'a'));
+    mkdirSync(join(d.path, 'b'));
     copyFileSync(join(m, 'golden', 'inputs', 'truck.jpg'), join(d.path, 'a', 'photo.jpg'));
     copyFileSync(join(m, 'golden', 'inputs', 'synthetic.png'), join(d.path, 'b', 'photo.png'));
     writeFileSync(join(d.path, 'b', 'broken.jpg'), 'not an image');
     const out = join(d.path, 'out');
-    const r = lisa('segment', '--model', ckpt, '--vision-tower', join(ckpt, 'clip-vit-tiny-patch14'), '--image', join(d.path, 'a', 'photo.jpg'), join(d.path, 'b'),
-      '--query', 'What can carry cargo?', '--answer', 'Sure, [SEG].', '--out', out, '--cache-dir', join(d.path, 'c'));
+    const r = lisa(
+      'segment',
+      '--model',
+      ckpt,
+      '--vision-tower',
+      join(ckpt, 'clip-vit-tiny-patch14'),
+      '--image',
+      join(d.path, 'a', 'photo.jpg'),
+      join(d.path, 'b'),
+      '--query',
+      'What can carry cargo?',
+      '--answer',
+      'Sure, [SEG].',
+      '--out',
+      out,
+      '--cache-dir',
+      join(d.path, 'c'),
+    );
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stdout, /2 of 3 images segmented, 2 masks, results in /);
     assert.match(r.stderr, /lisa: .*broken\.jpg: not a readable image/);
@@ -330,19 +536,46 @@ describe('lisa segment over several images', () => {
 
 describe('a trustworthy cache', () => {
   const m = join(FIXTURES, 'lisa-tiny', 'checkpoint');
-  const convert = (cache: string): string[] => ['convert', '--model', m, '--vision-tower', join(m, 'clip-vit-tiny-patch14'), '--cache-dir', cache];
+  const convert = (cache: string): string[] => [
+    'convert',
+    '--model',
+    m,
+    '--vision-tower',
+    join(m, 'clip-vit-tiny-patch14'),
+    '--cache-dir',
+    cache,
+  ];
   it('two processes building the same graphs at once both succeed, and what they leave loads', async () => {
     const { spawn } = await import('node:child_process');
     const { readdirSync } = await import('node:fs');
     using d = tempDir();
     const c = join(d.path, 'cache');
-    const run = (): Promise<number | null> => new Promise((r) => spawn(process.execPath, [join(ROOT, 'bin', 'lisa.js'), ...convert(c)], { stdio: 'ignore' }).on('exit', r));
+    const run = (): Promise<number | null> =>
+      new Promise((r) => spawn(process.execPath, [join(ROOT, 'bin', 'lisa.js'), ...convert(c)], { stdio: 'ignore' }).on('exit', r));
     assert.deepEqual(await Promise.all([run(), run()]), [0, 0]);
     const graphs = readdirSync(join(c, 'graphs'));
     assert.ok(!graphs.some((g) => g.startsWith('.staging')), 'no staging folder left');
-    for (const g of ['clip', 'llm_fp32', 'sam_image_encoder', 'sam_mask_decoder', 'sam_postprocess', 'text_hidden_fcs']) assert.ok(graphs.some((x) => x.startsWith(`${g}-`)), `${g} built`);
+    for (const g of ['clip', 'llm_fp32', 'sam_image_encoder', 'sam_mask_decoder', 'sam_postprocess', 'text_hidden_fcs'])
+      assert.ok(
+        graphs.some((x) => x.startsWith(`${g}-`)),
+        `${g} built`,
+      );
     // Every graph the cache holds is complete and loads (a later run trusts it).
-    const r = lisa('segment', '--model', m, '--vision-tower', join(m, 'clip-vit-tiny-patch14'), '--image', join(FIXTURES, 'lisa-tiny', 'golden', 'inputs', 'truck.jpg'), '--query', 'q', '--answer', 'Sure, [SEG].', '--cache-dir', c);
+    const r = lisa(
+      'segment',
+      '--model',
+      m,
+      '--vision-tower',
+      join(m, 'clip-vit-tiny-patch14'),
+      '--image',
+      join(FIXTURES, 'lisa-tiny', 'golden', 'inputs', 'truck.jpg'),
+      '--query',
+      'q',
+      '--answer',
+      'Sure, [SEG].',
+      '--cache-dir',
+      c,
+    );
     assert.equal(r.code, 0, r.stderr);
   });
   it('a damaged cached graph is rebuilt, not loaded', async () => {
@@ -351,7 +584,21 @@ describe('a trustworthy cache', () => {
     const c = join(d.path, 'cache');
     assert.equal(lisa(...convert(c)).code, 0);
     for (const g of readdirSync(join(c, 'graphs'))) truncateSync(join(c, 'graphs', g, 'model.onnx'), 100);
-    const r = lisa('segment', '--model', m, '--vision-tower', join(m, 'clip-vit-tiny-patch14'), '--image', join(FIXTURES, 'lisa-tiny', 'golden', 'inputs', 'truck.jpg'), '--query', 'q', '--answer', 'Sure, [SEG].', '--cache-dir', c);
+    const r = lisa(
+      'segment',
+      '--model',
+      m,
+      '--vision-tower',
+      join(m, 'clip-vit-tiny-patch14'),
+      '--image',
+      join(FIXTURES, 'lisa-tiny', 'golden', 'inputs', 'truck.jpg'),
+      '--query',
+      'q',
+      '--answer',
+      'Sure, [SEG].',
+      '--cache-dir',
+      c,
+    );
     assert.equal(r.code, 0, r.stderr);
   });
   it('a full disk during lisa convert is one clear line and leaves nothing a later run would trust (tmpfs)', () => {
@@ -363,9 +610,14 @@ describe('a trustworthy cache', () => {
     try {
       const r = lisa(...convert(mnt));
       assert.equal(r.code, 1, r.stdout + r.stderr);
-      assert.match(r.stderr, /^lisa: .*small: cannot write the cache \(ENOSPC\) while building \w+; free space there or give another --cache-dir\n$/m);
+      assert.match(
+        r.stderr,
+        /^lisa: .*small: cannot write the cache \(ENOSPC\) while building \w+; free space there or give another --cache-dir\n$/m,
+      );
       assert.doesNotMatch(r.stderr, /\n\s+at /);
-      const left = spawnSync('sh', ['-c', `find '${mnt}' -name '*.tmp-*' -o -name '.staging-*' | wc -l`], { encoding: 'utf8' }).stdout.trim();
+      const left = spawnSync('sh', ['-c', `find '${mnt}' -name '*.tmp-*' -o -name '.staging-*' | wc -l`], {
+        encoding: 'utf8',
+      }).stdout.trim();
       assert.equal(left, '0', 'no temp or staging files left');
     } finally {
       spawnSync('umount', [mnt]);

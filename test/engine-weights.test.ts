@@ -34,20 +34,34 @@ describe('checkpoint weights in graphs', () => {
       assert.equal(files.filter((f) => f.startsWith('w')).length, 2, files.join(','));
       assert.equal(files.filter((f) => f.startsWith('c-')).length, 2, files.join(','));
       const store = readdirSync(join(cache.path, 'weights'));
-      assert.deepEqual(store.map((f) => statSync(join(cache.path, 'weights', f)).size), [192, 192], 'two converted 8x6 fp32 tensors');
+      assert.deepEqual(
+        store.map((f) => statSync(join(cache.path, 'weights', f)).size),
+        [192, 192],
+        'two converted 8x6 fp32 tensors',
+      );
       assert.equal(statSync(join(dir, 'data.bin')).size, 0);
       const s = await engine.load(g);
       const xv = Array.from({ length: 8 }, (_, i) => i - 3);
       const nv = Array.from({ length: 64 }, (_, i) => i);
       const o = await s.run({ x: f32([1, 8], xv), x6: f32([1, 6], [1, 0, 0, 0, 0, 0]), n: f32([64], nv) });
       await s.release();
-      const A = fcs.float32(), B = proj.float32(), N = normW.float32();
-      const ref = (W: Float32Array, cols: number): number[] => Array.from({ length: cols }, (_, j) => xv.reduce((s2, v, i) => s2 + v * W[i * cols + j]!, 0));
-      const closeTo = (got: ArrayLike<number>, want: number[]): void => want.forEach((w, i) => assert.ok(Math.abs(got[i]! - w) < 1e-5 * (1 + Math.abs(w)), `${i}: ${got[i]} vs ${w}`));
+      const A = fcs.float32(),
+        B = proj.float32(),
+        N = normW.float32();
+      const ref = (W: Float32Array, cols: number): number[] =>
+        Array.from({ length: cols }, (_, j) => xv.reduce((s2, v, i) => s2 + v * W[i * cols + j]!, 0));
+      const closeTo = (got: ArrayLike<number>, want: number[]): void =>
+        want.forEach((w, i) => assert.ok(Math.abs(got[i]! - w) < 1e-5 * (1 + Math.abs(w)), `${i}: ${got[i]} vs ${w}`));
       closeTo(o.a!.data as Float32Array, ref(A, 8));
       closeTo(o.b!.data as Float32Array, ref(B, 6));
-      closeTo(o.c!.data as Float32Array, Array.from({ length: 8 }, (_, j) => B[j * 6]!)); // row 0 of W.T = column 0 of W
-      closeTo(o.d!.data as Float32Array, nv.map((v, i) => v * N[i]!));
+      closeTo(
+        o.c!.data as Float32Array,
+        Array.from({ length: 8 }, (_, j) => B[j * 6]!),
+      ); // row 0 of W.T = column 0 of W
+      closeTo(
+        o.d!.data as Float32Array,
+        nv.map((v, i) => v * N[i]!),
+      );
       assert.equal(engine.compile(g).cached, true, 'second compile reuses the cache');
       // Another graph using the same converted weight reuses the stored conversion.
       const g2 = new Graph('weights_again');
@@ -55,7 +69,10 @@ describe('checkpoint weights in graphs', () => {
       const src = g2.initializers.find((i) => i.value === t)!.source as { produce: () => Uint8Array };
       let produced = 0;
       const orig = src.produce;
-      src.produce = () => { produced++; return orig(); };
+      src.produce = () => {
+        produced++;
+        return orig();
+      };
       g2.output(g2.matmul(g2.input('x', 'float32', [1, 8]), t), 'y');
       assert.equal(engine.compile(g2).cached, false);
       assert.equal(produced, 0, 'no second conversion');
@@ -74,7 +91,14 @@ describe('a failed session build is retried', () => {
     using d = td();
     let failures = 1;
     const ckpt = j(FIXTURES, 'lisa-tiny', 'checkpoint');
-    const model = LisaModel.load(ckpt, { visionTower: j(ckpt, 'clip-vit-tiny-patch14'), cacheDir: d.path, threads: 1, onWrite: () => { if (failures-- > 0) throw new Error('disk full (simulated)'); } });
+    const model = LisaModel.load(ckpt, {
+      visionTower: j(ckpt, 'clip-vit-tiny-patch14'),
+      cacheDir: d.path,
+      threads: 1,
+      onWrite: () => {
+        if (failures-- > 0) throw new Error('disk full (simulated)');
+      },
+    });
     try {
       const px = new Float32Array(3 * 224 * 224);
       await assert.rejects(model.runClip(px), /disk full \(simulated\)/);
@@ -88,9 +112,10 @@ describe('a failed session build is retried', () => {
 });
 
 describe('converted-weight cache keys', () => {
-  it('carry the converting code\'s version, so a changed conversion is rebuilt, not reused', async () => {
+  it("carry the converting code's version, so a changed conversion is rebuilt, not reused", async () => {
     const { codeVersion } = await import('../src/graph/weights.js');
-    const a = (x: number): number => x + 1, b = (x: number): number => x + 2;
+    const a = (x: number): number => x + 1,
+      b = (x: number): number => x + 2;
     assert.notEqual(codeVersion(a), codeVersion(b));
     assert.equal(codeVersion(a), codeVersion(a));
     const g = new Graph('keys');
@@ -100,6 +125,8 @@ describe('converted-weight cache keys', () => {
       const init = g.initializers.find((i) => i.value === w)!;
       assert.equal(init.source.kind, 'computed');
       assert.match((init.source as { key: string }).key, /->float32:T:[0-9a-f]{12}$/);
-    } finally { ckpt.close(); }
+    } finally {
+      ckpt.close();
+    }
   });
 });

@@ -1,6 +1,16 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { countsToString, decodeRle, encodeRle, maskArea, maskBbox, maskPolygons, rleCounts, stringToCounts, type BinaryMask } from '../src/image/mask-encoding.js';
+import {
+  countsToString,
+  decodeRle,
+  encodeRle,
+  maskArea,
+  maskBbox,
+  maskPolygons,
+  rleCounts,
+  stringToCounts,
+  type BinaryMask,
+} from '../src/image/mask-encoding.js';
 import { rng } from './helpers.js';
 
 function mask(rows: string[]): BinaryMask {
@@ -39,7 +49,8 @@ describe('COCO RLE (pycocotools)', () => {
     assert.deepEqual(decodeRle({ size: [2, 4], counts: [1, 2, 3, 2] }), m);
     const r = rng(7);
     for (let t = 0; t < 20; t++) {
-      const w = 1 + Math.floor(r() * 40), h = 1 + Math.floor(r() * 40);
+      const w = 1 + Math.floor(r() * 40),
+        h = 1 + Math.floor(r() * 40);
       const rand: BinaryMask = { width: w, height: h, data: Uint8Array.from({ length: w * h }, () => (r() < 0.3 ? 1 : 0)) };
       assert.deepEqual(decodeRle(encodeRle(rand)), rand);
     }
@@ -66,7 +77,10 @@ describe('encodeRle on what the library returns', () => {
     const { LisaError } = await import('../src/errors.js');
     const mask = Uint8Array.from([0, 1, 1, 0, 0, 1]);
     assert.deepEqual(encodeRle({ width: 3, height: 2, mask }), encodeRle({ width: 3, height: 2, data: mask }));
-    assert.throws(() => encodeRle({ width: 4, height: 2, mask }), (e: unknown) => e instanceof LisaError && /4x2 = 8 pixels/.test(e.message));
+    assert.throws(
+      () => encodeRle({ width: 4, height: 2, mask }),
+      (e: unknown) => e instanceof LisaError && /4x2 = 8 pixels/.test(e.message),
+    );
   });
 });
 

@@ -8,8 +8,14 @@ import { polygonToCounts, polygonToMask } from '../src/eval/coco-polygon.js';
 import { rasterizeShapes, readReasonSegJson, type Shape } from '../src/eval/reasonseg.js';
 import { FIXTURES, SHARED } from './helpers.js';
 
-interface RasterCase { name: string; source: string; size_hw: [number, number] }
-const manifest = JSON.parse(readFileSync(join(FIXTURES, 'metrics', 'manifest.json'), 'utf8')) as { sections: { raster: { masks: RasterCase[]; arrays: Record<string, { file: string }> } } };
+interface RasterCase {
+  name: string;
+  source: string;
+  size_hw: [number, number];
+}
+const manifest = JSON.parse(readFileSync(join(FIXTURES, 'metrics', 'manifest.json'), 'utf8')) as {
+  sections: { raster: { masks: RasterCase[]; arrays: Record<string, { file: string }> } };
+};
 
 function shapesOf(path: string): Shape[] {
   const j = JSON.parse(readFileSync(path, 'utf8')) as { shapes: Shape[] };
@@ -24,7 +30,9 @@ describe('ReasonSeg rasterisation (get_mask_from_json, OpenCV pixel rules)', () 
       assert.deepEqual(want.shape, [h, w]);
       const got = rasterizeShapes(shapesOf(join(SHARED, 'data', c.source)), h, w);
       let diff = 0;
-      got.forEach((v, i) => { if (v !== want.data[i]) diff++; });
+      got.forEach((v, i) => {
+        if (v !== want.data[i]) diff++;
+      });
       assert.equal(diff, 0, `${diff} pixels differ`);
     });
   }
@@ -40,10 +48,15 @@ describe('ReasonSeg rasterisation (get_mask_from_json, OpenCV pixel rules)', () 
     for (const name of ['2011_000003', '2011_000006', '2011_000025']) {
       const shapes = shapesOf(join(base, 'data_annotated', `${name}.json`));
       const png = await decodeImage(join(base, 'data_dataset_voc', 'SegmentationClassPNG', `${name}.png`));
-      const mine = rasterizeShapes(shapes.map((s) => ({ ...s, label: 'target' })), png.height, png.width);
+      const mine = rasterizeShapes(
+        shapes.map((s) => ({ ...s, label: 'target' })),
+        png.height,
+        png.width,
+      );
       let agree = 0;
-      for (let i = 0; i < mine.length; i++) if ((mine[i]! > 0) === (png.data[i * 3]! + png.data[i * 3 + 1]! + png.data[i * 3 + 2]! > 0)) agree++;
-      assert.ok(agree / mine.length > 0.99, `${name}: ${(100 * agree / mine.length).toFixed(2)} % of pixels agree`);
+      for (let i = 0; i < mine.length; i++)
+        if (mine[i]! > 0 === png.data[i * 3]! + png.data[i * 3 + 1]! + png.data[i * 3 + 2]! > 0) agree++;
+      assert.ok(agree / mine.length > 0.99, `${name}: ${((100 * agree) / mine.length).toFixed(2)} % of pixels agree`);
     }
   });
 });
@@ -63,13 +76,17 @@ describe('COCO polygons (pycocotools rleFrPoly)', () => {
 });
 
 describe('rasterising polygons far outside the image', () => {
-  it('rows above the image are skipped, not stepped: the same pixels as OpenCV\'s row-by-row walk', async () => {
+  it("rows above the image are skipped, not stepped: the same pixels as OpenCV's row-by-row walk", async () => {
     const { fillPoly } = await import('../src/eval/opencv-raster.js');
     const { rng } = await import('./helpers.js');
     const r = rng(9);
     for (let t = 0; t < 200; t++) {
-      const pts = Array.from({ length: 3 + Math.floor(r() * 6) }, () => [Math.floor(r() * 300) - 100, Math.floor(r() * 900) - 800] as [number, number]);
-      const a = { width: 120, height: 100, data: new Uint8Array(12000) }, b = { width: 120, height: 100, data: new Uint8Array(12000) };
+      const pts = Array.from(
+        { length: 3 + Math.floor(r() * 6) },
+        () => [Math.floor(r() * 300) - 100, Math.floor(r() * 900) - 800] as [number, number],
+      );
+      const a = { width: 120, height: 100, data: new Uint8Array(12000) },
+        b = { width: 120, height: 100, data: new Uint8Array(12000) };
       fillPoly(a, pts, 1);
       fillPoly(b, pts, 1, { stepRowsAbove: true });
       assert.deepEqual(a.data, b.data, JSON.stringify(pts));
@@ -77,8 +94,39 @@ describe('rasterising polygons far outside the image', () => {
   });
   it('a coordinate of −2⁴⁰ or beyond returns at once; a non-finite one is an error naming the shape', { timeout: 10000 }, async () => {
     const { rasterizeShapes } = await import('../src/eval/reasonseg.js');
-    const m = rasterizeShapes([{ label: 'target', points: [[10, 10], [-1099511627776, 50], [60, -1099511627776], [80, 90]] }], 100, 120);
+    const m = rasterizeShapes(
+      [
+        {
+          label: 'target',
+          points: [
+            [10, 10],
+            [-1099511627776, 50],
+            [60, -1099511627776],
+            [80, 90],
+          ],
+        },
+      ],
+      100,
+      120,
+    );
     assert.equal(m.length, 100 * 120);
-    assert.throws(() => rasterizeShapes([{ label: 'door', points: [[1, 1], [Number.POSITIVE_INFINITY, 2], [3, 4]] }], 10, 10), /shape "door": a point coordinate is not a finite number/);
+    assert.throws(
+      () =>
+        rasterizeShapes(
+          [
+            {
+              label: 'door',
+              points: [
+                [1, 1],
+                [Number.POSITIVE_INFINITY, 2],
+                [3, 4],
+              ],
+            },
+          ],
+          10,
+          10,
+        ),
+      /shape "door": a point coordinate is not a finite number/,
+    );
   });
 });

@@ -14,7 +14,9 @@ const CKPT = join(FIXTURES, 'lisa-tiny', 'checkpoint');
 const CLIP = join(CKPT, 'clip-vit-tiny-patch14');
 const GOLDEN = join(FIXTURES, 'lisa-tiny', 'golden');
 const TRUCK = join(GOLDEN, 'inputs', 'truck.jpg');
-const manifest = JSON.parse(readFileSync(join(GOLDEN, 'manifest.json'), 'utf8')) as { cases: Record<string, { chat: { query: string; new_token_ids: number[]; text_output: string } }> };
+const manifest = JSON.parse(readFileSync(join(GOLDEN, 'manifest.json'), 'utf8')) as {
+  cases: Record<string, { chat: { query: string; new_token_ids: number[]; text_output: string } }>;
+};
 const truck = manifest.cases.truck_jpg!.chat;
 
 /** Official masks (> 0), allowing only pixels whose official logit is within float noise of 0. */
@@ -22,19 +24,31 @@ function assertSameMask(got: Uint8Array, logits: Float32Array): void {
   let scale = 0;
   for (const v of logits) scale = Math.max(scale, Math.abs(v));
   let flips = 0;
-  logits.forEach((v, i) => { if ((v > 0 ? 1 : 0) !== got[i] && Math.abs(v) > 1e-5 * scale) flips++; });
+  logits.forEach((v, i) => {
+    if ((v > 0 ? 1 : 0) !== got[i] && Math.abs(v) > 1e-5 * scale) flips++;
+  });
   assert.equal(flips, 0, `${flips} pixels differ from the official mask`);
 }
 
 describe('Lisa library API on the tiny checkpoint', () => {
   const cache = tempDir('lisa-api-');
   let lisa: Lisa;
-  before(() => { lisa = Lisa.load(CKPT, { visionTower: CLIP, cacheDir: cache.path, threads: 2 }); });
-  after(async () => { await lisa.close(); cache[Symbol.dispose](); });
+  before(() => {
+    lisa = Lisa.load(CKPT, { visionTower: CLIP, cacheDir: cache.path, threads: 2 });
+  });
+  after(async () => {
+    await lisa.close();
+    cache[Symbol.dispose]();
+  });
 
   it('answers with the official greedy tokens, streams the same text, and reuses the image for a follow-up', async () => {
     let streamed = '';
-    const r = await lisa.segment(TRUCK, truck.query, { maxNewTokens: truck.new_token_ids.length, onText: (d) => { streamed += d; } });
+    const r = await lisa.segment(TRUCK, truck.query, {
+      maxNewTokens: truck.new_token_ids.length,
+      onText: (d) => {
+        streamed += d;
+      },
+    });
     assert.deepEqual(r.tokens, truck.new_token_ids);
     assert.equal(r.text, truck.text_output.split('ASSISTANT: ').pop());
     assert.equal(streamed, r.text);
@@ -55,11 +69,17 @@ describe('Lisa library API on the tiny checkpoint', () => {
     assert.deepEqual([m.width, m.height, m.segIndex], [1800, 1200, 0]);
     assertSameMask(m.mask, readNpy(join(GOLDEN, 'truck_jpg', 'train_pred_masks.npy')).data as Float32Array);
     assert.deepEqual(decodeRle(m.rle).data, m.mask);
-    assert.equal(m.area, m.mask.reduce((a, b) => a + b, 0));
+    assert.equal(
+      m.area,
+      m.mask.reduce((a, b) => a + b, 0),
+    );
     const iou = readNpy(join(GOLDEN, 'truck_jpg', 'train_iou_predictions.npy')).data as Float32Array;
     assert.ok(Math.abs(m.score - iou[0]!) < 1e-5);
     const two = await lisa.segment(TRUCK, truck.query, { answer: 'It is [SEG] and [SEG].' });
-    assert.deepEqual(two.masks.map((x) => x.segIndex), [0, 1]);
+    assert.deepEqual(
+      two.masks.map((x) => x.segIndex),
+      [0, 1],
+    );
     const none = await lisa.segment(TRUCK, truck.query, { answer: 'There is nothing.' });
     assert.equal(none.noTarget, true);
   });
@@ -98,7 +118,13 @@ describe('Lisa library API on the tiny checkpoint', () => {
     await chat.setImage(join(GOLDEN, 'inputs', 'truck.jpg'));
     const ac = new AbortController();
     let deltas = 0;
-    const r = await chat.ask('What is in the picture?', { maxNewTokens: 12, onText: () => { if (++deltas === 2) ac.abort(); }, signal: ac.signal });
+    const r = await chat.ask('What is in the picture?', {
+      maxNewTokens: 12,
+      onText: () => {
+        if (++deltas === 2) ac.abort();
+      },
+      signal: ac.signal,
+    });
     assert.equal(r.stopped, 'cancelled');
     assert.ok(r.tokens.length >= 2 && r.tokens.length < 12, `${r.tokens.length} tokens`);
     const next = await chat.ask('And now?', { maxNewTokens: 3 });
@@ -110,7 +136,10 @@ describe('Lisa library API on the tiny checkpoint', () => {
     const chat = lisa.chat();
     await chat.setImage(TRUCK);
     await chat.ask('What is this?', { maxNewTokens: 2 });
-    await assert.rejects(chat.ask('tell me more '.repeat(700), { maxNewTokens: 2 }), /the conversation is \d+ positions .* at most 2048; \/reset to start the conversation over/);
+    await assert.rejects(
+      chat.ask('tell me more '.repeat(700), { maxNewTokens: 2 }),
+      /the conversation is \d+ positions .* at most 2048; \/reset to start the conversation over/,
+    );
     assert.equal(chat.messages.length, 2, 'the refused turn is not in the history');
     assert.equal((await chat.ask('And the colour?', { maxNewTokens: 2 })).stopped, 'max_new_tokens');
   });
@@ -144,15 +173,24 @@ describe('lisa segment and lisa chat', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(readdirSync(out).sort(), ['truck.json', 'truck_mask_0.png', 'truck_overlay.png']);
     const png = await decodeImage(join(out, 'truck_mask_0.png'));
-    assertSameMask(Uint8Array.from({ length: png.width * png.height }, (_, i) => (png.data[i * 3]! > 0 ? 1 : 0)), readNpy(join(GOLDEN, 'truck_jpg', 'train_pred_masks.npy')).data as Float32Array);
-    const j = JSON.parse(readFileSync(join(out, 'truck.json'), 'utf8')) as { text: string; masks: { rle: { size: number[] }; bbox: number[]; file: string }[] };
+    assertSameMask(
+      Uint8Array.from({ length: png.width * png.height }, (_, i) => (png.data[i * 3]! > 0 ? 1 : 0)),
+      readNpy(join(GOLDEN, 'truck_jpg', 'train_pred_masks.npy')).data as Float32Array,
+    );
+    const j = JSON.parse(readFileSync(join(out, 'truck.json'), 'utf8')) as {
+      text: string;
+      masks: { rle: { size: number[] }; bbox: number[]; file: string }[];
+    };
     assert.equal(j.text, 'Sure, [SEG].');
     assert.deepEqual(j.masks[0]!.rle.size, [1200, 1800]);
     // The overlay's first mask is the official 50 % red.
     const overlay = await decodeImage(join(out, 'truck_overlay.png'));
     const image = await decodeImage(TRUCK);
     const i = png.data.findIndex((v, k) => k % 3 === 0 && v > 0) / 3;
-    assert.deepEqual([overlay.data[i * 3], overlay.data[i * 3 + 1]], [Math.trunc(image.data[i * 3]! * 0.5 + 127.5), Math.trunc(image.data[i * 3 + 1]! * 0.5)]);
+    assert.deepEqual(
+      [overlay.data[i * 3], overlay.data[i * 3 + 1]],
+      [Math.trunc(image.data[i * 3]! * 0.5 + 127.5), Math.trunc(image.data[i * 3 + 1]! * 0.5)],
+    );
     const js = lisaCli(['segment', ...model, '--image', TRUCK, '--query', truck.query, '--max-new-tokens', '3', '--json']);
     assert.equal(js.code, 0, js.stderr);
     const parsed = JSON.parse(js.stdout) as { tokens: number[]; noTarget: boolean; masks: unknown[]; timings: { totalMs: number } };
@@ -165,16 +203,52 @@ describe('lisa segment and lisa chat', () => {
     const root = join(dir.path, 'layout');
     mkdirSync(root);
     cpSync(CKPT, join(root, 'LISA-tiny'), { recursive: true });
-    const r = lisaCli(['segment', '--model', join(root, 'LISA-tiny'), '--cache-dir', join(dir.path, 'cache'), '--image', TRUCK, '--query', 'q', '--max-new-tokens', '1', '--json']);
+    const r = lisaCli([
+      'segment',
+      '--model',
+      join(root, 'LISA-tiny'),
+      '--cache-dir',
+      join(dir.path, 'cache'),
+      '--image',
+      TRUCK,
+      '--query',
+      'q',
+      '--max-new-tokens',
+      '1',
+      '--json',
+    ]);
     assert.equal(r.code, 0, r.stderr); // clip-vit-tiny-patch14 inside the model folder (config's vision_tower)
     const moved = join(root, 'moved');
     mkdirSync(moved);
-    for (const f of ['config.json', 'model.safetensors', 'tokenizer.model', 'added_tokens.json', 'special_tokens_map.json', 'tokenizer_config.json']) symlinkSync(join(CKPT, f), join(moved, f));
+    for (const f of [
+      'config.json',
+      'model.safetensors',
+      'tokenizer.model',
+      'added_tokens.json',
+      'special_tokens_map.json',
+      'tokenizer_config.json',
+    ])
+      symlinkSync(join(CKPT, f), join(moved, f));
     const missing = lisaCli(['segment', '--model', moved, '--image', TRUCK, '--query', 'q']);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /vision tower "clip-vit-tiny-patch14" is not in the checkpoint.*--vision-tower/);
     symlinkSync(CLIP, join(root, 'clip-vit-tiny-patch14')); // now a sibling of the model folder
-    assert.equal(lisaCli(['segment', '--model', moved, '--cache-dir', join(dir.path, 'cache'), '--image', TRUCK, '--query', 'q', '--max-new-tokens', '1']).code, 0);
+    assert.equal(
+      lisaCli([
+        'segment',
+        '--model',
+        moved,
+        '--cache-dir',
+        join(dir.path, 'cache'),
+        '--image',
+        TRUCK,
+        '--query',
+        'q',
+        '--max-new-tokens',
+        '1',
+      ]).code,
+      0,
+    );
   });
 
   it('bad inputs give one clear error and the right exit code', () => {
@@ -196,7 +270,10 @@ describe('lisa segment and lisa chat', () => {
 
   it('chat keeps history over three turns from a pipe, and /save writes the last answer', () => {
     const save = join(dir.path, 'saved');
-    const r = lisaCli(['chat', ...model, '--image', TRUCK, '--max-new-tokens', '4'], `What is this?\nWhat color?\n/nonsense\nAnd where?\n/save ${save}\n/quit\n`);
+    const r = lisaCli(
+      ['chat', ...model, '--image', TRUCK, '--max-new-tokens', '4'],
+      `What is this?\nWhat color?\n/nonsense\nAnd where?\n/save ${save}\n/quit\n`,
+    );
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.match(/^ASSISTANT: /gm)?.length, 3);
     assert.match(r.stderr, /unknown command \/nonsense/);

@@ -5,11 +5,27 @@ import { describe, it } from 'node:test';
 import { LlamaTokenizer } from '../src/text/tokenizer.js';
 import { FIXTURES, SHARED } from './helpers.js';
 
-interface Golden { ids: number[]; ids_plain: number[]; tokens: string[]; decode: string; decode_plain: string; image_token_ids?: number[] }
-interface Case { id: string; category: string; text: string; tiny: Golden; tiny2: Golden }
+interface Golden {
+  ids: number[];
+  ids_plain: number[];
+  tokens: string[];
+  decode: string;
+  decode_plain: string;
+  image_token_ids?: number[];
+}
+interface Case {
+  id: string;
+  category: string;
+  text: string;
+  tiny: Golden;
+  tiny2: Golden;
+}
 const dev = JSON.parse(readFileSync(join(FIXTURES, 'tokenizer', 'dev.json'), 'utf8')) as { cases: Case[] };
 
-for (const [key, dir, seg] of [['tiny', 'lisa-13b-layout', 32000], ['tiny2', 'lisa-7b-layout', 32003]] as const) {
+for (const [key, dir, seg] of [
+  ['tiny', 'lisa-13b-layout', 32000],
+  ['tiny2', 'lisa-7b-layout', 32003],
+] as const) {
   describe(`tokenizer goldens, ${dir}`, () => {
     const tok = LlamaTokenizer.load(join(FIXTURES, 'tokenizer', dir));
     it(`has [SEG] = ${seg} from added_tokens.json`, () => assert.equal(tok.segTokenIdx, seg));
@@ -18,7 +34,11 @@ for (const [key, dir, seg] of [['tiny', 'lisa-13b-layout', 32000], ['tiny2', 'li
       for (const c of dev.cases) {
         const g = c[key];
         const check = (what: string, got: unknown, want: unknown): void => {
-          if (JSON.stringify(got) !== JSON.stringify(want)) failures.push(`${c.id} ${c.category} ${JSON.stringify(c.text).slice(0, 60)} ${what}: got ${JSON.stringify(got).slice(0, 200)} want ${JSON.stringify(want).slice(0, 200)}`);
+          if (JSON.stringify(got) !== JSON.stringify(want))
+            failures.push(
+              `${c.id} ${c.category} ${JSON.stringify(c.text).slice(0, 60)} ${what}: got ${JSON.stringify(got).slice(0, 200)} ` +
+                `want ${JSON.stringify(want).slice(0, 200)}`,
+            );
         };
         check('ids', tok.encode(c.text), g.ids);
         check('ids_plain', tok.encode(c.text, false), g.ids_plain);
@@ -42,7 +62,10 @@ describe('llama.cpp tokenizer cases', () => {
     const tok = LlamaTokenizer.load(join(FIXTURES, 'tokenizer', 'lisa-13b-layout'));
     const bad: string[] = [];
     inputs.forEach((text, i) => {
-      const want = outputs[i]!.trim().split(/\s+/).filter((s) => s.length).map(Number);
+      const want = outputs[i]!.trim()
+        .split(/\s+/)
+        .filter((s) => s.length)
+        .map(Number);
       const got = tok.sp.encode(text).ids;
       if (JSON.stringify(got) !== JSON.stringify(want)) bad.push(`${JSON.stringify(text)}: got ${got.join(' ')} want ${want.join(' ')}`);
     });
@@ -60,10 +83,14 @@ describe('SentencePiece BPE merge order', () => {
     const naive = (syms: string[]): string[] => {
       const s = [...syms];
       for (;;) {
-        let best = -1, bestScore = -Infinity;
+        let best = -1,
+          bestScore = -Infinity;
         for (let i = 0; i + 1 < s.length; i++) {
           const id = internals.mergeable.get(s[i]! + s[i + 1]!);
-          if (id !== undefined && internals.pieces[id]!.score > bestScore) { bestScore = internals.pieces[id]!.score; best = i; }
+          if (id !== undefined && internals.pieces[id]!.score > bestScore) {
+            bestScore = internals.pieces[id]!.score;
+            best = i;
+          }
         }
         if (best < 0) return s;
         s.splice(best, 2, s[best]! + s[best + 1]!);

@@ -20,30 +20,51 @@ const FIX = join(FIXTURES, 'train-step');
 const CKPT = join(FIXTURES, 'lisa-tiny', 'checkpoint');
 const manifest = JSON.parse(readFileSync(join(FIX, 'manifest.json'), 'utf8')) as {
   notes: { zero_in_exact_arithmetic_grads: { params: string[] } };
-  variants: Record<string, { losses: Record<string, { value: number }>; optimizer: { lr: number }; clip: { clip_coef: { value: number } }; grads: Record<string, { status: string; shape: number[] }> }>;
+  variants: Record<
+    string,
+    {
+      losses: Record<string, { value: number }>;
+      optimizer: { lr: number };
+      clip: { clip_coef: { value: number } };
+      grads: Record<string, { status: string; shape: number[] }>;
+    }
+  >;
 };
 const noiseGrads = new Set(manifest.notes.zero_in_exact_arithmetic_grads.params.map((p) => p.replace(/^base_model\.model\./, '')));
 const short = (full: string): string => full.replace(/^base_model\.model\./, '');
 
 const tmp = tempDir('lisa-train-step-');
 const cache = tempDir('lisa-train-cache-');
-after(() => { tmp[Symbol.dispose](); cache[Symbol.dispose](); });
+after(() => {
+  tmp[Symbol.dispose]();
+  cache[Symbol.dispose]();
+});
 
-function f32(path: string): Float32Array { return Float32Array.from(readNpy(path).data as ArrayLike<number>); }
-function ints(path: string): number[] { return Array.from(readNpy(path).data as ArrayLike<number | bigint>, Number); }
-function absMax(a: ArrayLike<number>): number { let m = 0; for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!)); return m; }
+function f32(path: string): Float32Array {
+  return Float32Array.from(readNpy(path).data as ArrayLike<number>);
+}
+function ints(path: string): number[] {
+  return Array.from(readNpy(path).data as ArrayLike<number | bigint>, Number);
+}
+function absMax(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
+  return m;
+}
 
 /** Stored reference rows of a tensor [R, C]: all of it, `.rows.npy` rows, or a `.rowsample` with its indices. */
 function refRows(dir: string, name: string): { rows: number[] | null; data: Float32Array } | null {
   const full = join(dir, `${name}.npy`);
   if (existsSync(join(dir, `${name}.rows.npy`))) return { rows: ints(join(dir, `${name}.rows.npy`)), data: f32(full) };
   if (existsSync(full)) return { rows: null, data: f32(full) };
-  if (existsSync(join(dir, `${name}.rowsample.npy`))) return { rows: ints(join(dir, `${name}.rowsample_idx.npy`)), data: f32(join(dir, `${name}.rowsample.npy`)) };
+  if (existsSync(join(dir, `${name}.rowsample.npy`)))
+    return { rows: ints(join(dir, `${name}.rowsample_idx.npy`)), data: f32(join(dir, `${name}.rowsample.npy`)) };
   return null;
 }
 function pickRows(a: Float32Array, shape: number[], rows: number[] | null): Float32Array {
   if (!rows) return a;
-  const c = shape.slice(1).reduce((x, y) => x * y, 1), out = new Float32Array(rows.length * c);
+  const c = shape.slice(1).reduce((x, y) => x * y, 1),
+    out = new Float32Array(rows.length * c);
   rows.forEach((r, i) => out.set(a.subarray(r * c, (r + 1) * c), i * c));
   return out;
 }
@@ -54,8 +75,18 @@ for (const variant of ['nodrop', 'peftinit_nodrop']) {
     const v = manifest.variants[variant]!;
     let result: Awaited<ReturnType<typeof runFixtureStep>>;
     before(async () => {
-      const model = LisaModel.load(CKPT, { visionTower: join(CKPT, 'clip-vit-tiny-patch14'), cacheDir: cache.path, precision: 'fp32', threads: 1 });
-      try { result = await runFixtureStep(model, FIX, variant, out); } finally { await model.release(); model.close(); }
+      const model = LisaModel.load(CKPT, {
+        visionTower: join(CKPT, 'clip-vit-tiny-patch14'),
+        cacheDir: cache.path,
+        precision: 'fp32',
+        threads: 1,
+      });
+      try {
+        result = await runFixtureStep(model, FIX, variant, out);
+      } finally {
+        await model.release();
+        model.close();
+      }
     });
 
     it('losses within 1e-5 relative', () => {
@@ -69,11 +100,18 @@ for (const variant of ['nodrop', 'peftinit_nodrop']) {
     it('every gradient within 1e-4 of its tensor scale; None and all-zero where autograd has them', () => {
       let compared = 0;
       for (const [full, e] of Object.entries(v.grads)) {
-        const name = short(full), mine = join(out, 'grad', `${name}.npy`);
-        if (e.status === 'none') { assert.ok(!existsSync(mine), `${name}: the official gradient is None, ours exists`); continue; }
+        const name = short(full),
+          mine = join(out, 'grad', `${name}.npy`);
+        if (e.status === 'none') {
+          assert.ok(!existsSync(mine), `${name}: the official gradient is None, ours exists`);
+          continue;
+        }
         assert.ok(existsSync(mine), `${name}: no gradient written`);
         const got = f32(mine);
-        if (e.status === 'all_zero') { assert.equal(absMax(got), 0, `${name}: should be all zero`); continue; }
+        if (e.status === 'all_zero') {
+          assert.equal(absMax(got), 0, `${name}: should be all zero`);
+          continue;
+        }
         const ref = refRows(join(FIX, variant, 'grad'), name);
         assert.ok(ref, `${name}: no reference stored`);
         const mineRows = pickRows(got, e.shape, ref.rows);
@@ -85,9 +123,11 @@ for (const variant of ['nodrop', 'peftinit_nodrop']) {
         }
         const rowNorm = join(FIX, variant, 'grad', `${name}.rownorm.npy`);
         if (existsSync(rowNorm)) {
-          const norms = f32(rowNorm), c = got.length / norms.length;
+          const norms = f32(rowNorm),
+            c = got.length / norms.length;
           norms.forEach((n, r) => {
-            let s = 0; for (let j = 0; j < c; j++) s += got[r * c + j]! ** 2;
+            let s = 0;
+            for (let j = 0; j < c; j++) s += got[r * c + j]! ** 2;
             assert.ok(Math.abs(Math.sqrt(s) - n) <= 1e-4 * absMax(norms), `${name}: row ${r} norm ${Math.sqrt(s)} vs ${n}`);
           });
         }
@@ -95,7 +135,8 @@ for (const variant of ['nodrop', 'peftinit_nodrop']) {
           // Only the batch's token ids that reach a loss term have a gradient (not pad 0, not </s> 2).
           const rows = new Set(ref.rows!);
           const c = e.shape[1]!;
-          for (let r = 0; r < e.shape[0]!; r++) if (!rows.has(r)) assert.equal(absMax(got.subarray(r * c, (r + 1) * c)), 0, `embed_tokens row ${r} should have no gradient`);
+          for (let r = 0; r < e.shape[0]!; r++)
+            if (!rows.has(r)) assert.equal(absMax(got.subarray(r * c, (r + 1) * c)), 0, `embed_tokens row ${r} should have no gradient`);
         }
         compared++;
       }
@@ -105,10 +146,13 @@ for (const variant of ['nodrop', 'peftinit_nodrop']) {
     it('AdamW moments within 2e-4 of scale and updated parameters within 1e-6 (±lr where the official gradient is noise)', () => {
       const lr = v.optimizer.lr;
       const optDir = join(FIX, variant, 'optim_state');
-      if (existsSync(optDir)) for (const f of readdirSync(optDir)) {
-        const ref = f32(join(optDir, f)), got = f32(join(out, 'optim_state', f)), scale = absMax(ref);
-        for (let i = 0; i < ref.length; i++) assert.ok(Math.abs(got[i]! - ref[i]!) <= 2e-4 * scale, `${f}[${i}]: ${got[i]} vs ${ref[i]}`);
-      }
+      if (existsSync(optDir))
+        for (const f of readdirSync(optDir)) {
+          const ref = f32(join(optDir, f)),
+            got = f32(join(out, 'optim_state', f)),
+            scale = absMax(ref);
+          for (let i = 0; i < ref.length; i++) assert.ok(Math.abs(got[i]! - ref[i]!) <= 2e-4 * scale, `${f}[${i}]: ${got[i]} vs ${ref[i]}`);
+        }
       const afterDir = join(FIX, variant, 'after');
       let n = 0;
       for (const f of readdirSync(afterDir)) {
@@ -123,7 +167,8 @@ for (const variant of ['nodrop', 'peftinit_nodrop']) {
         const gradRowPos = new Map((refGrad?.rows ?? []).map((r, k) => [r, k]));
         /** The official gradient at element i of the stored `after` values (which may be a row subset). */
         const officialGrad = (i: number): number | null => {
-          const row = ref.rows ? ref.rows[Math.floor(i / cols)]! : Math.floor(i / cols), col = i % cols;
+          const row = ref.rows ? ref.rows[Math.floor(i / cols)]! : Math.floor(i / cols),
+            col = i % cols;
           if (!refGrad) return null;
           if (!refGrad.rows) return refGrad.data[row * cols + col]!;
           const k = gradRowPos.get(row);
@@ -150,7 +195,8 @@ for (const variant of ['nodrop', 'peftinit_nodrop']) {
     it('merged q_proj/v_proj weights within 1e-5', () => {
       const dir = join(FIX, variant, 'merged');
       for (const f of readdirSync(dir)) {
-        const ref = f32(join(dir, f)), got = f32(join(out, 'merged', f));
+        const ref = f32(join(dir, f)),
+          got = f32(join(out, 'merged', f));
         for (let i = 0; i < ref.length; i++) assert.ok(Math.abs(got[i]! - ref[i]!) <= 1e-5, `${f}[${i}]: ${got[i]} vs ${ref[i]}`);
       }
     });
@@ -159,7 +205,12 @@ for (const variant of ['nodrop', 'peftinit_nodrop']) {
 
 describe('training the tiny checkpoint on the fixture batch', () => {
   it('the loss falls over a few AdamW steps with clipping, and a rebuilt graph reuses the cached session', async () => {
-    const model = LisaModel.load(CKPT, { visionTower: join(CKPT, 'clip-vit-tiny-patch14'), cacheDir: cache.path, precision: 'fp32', threads: 1 });
+    const model = LisaModel.load(CKPT, {
+      visionTower: join(CKPT, 'clip-vit-tiny-patch14'),
+      cacheDir: cache.path,
+      precision: 'fp32',
+      threads: 1,
+    });
     const { TrainingSet, LISA_TRAIN_SPEC } = await import('../src/train/params.js');
     const { GradientEngine } = await import('../src/train/step.js');
     const { AdamW, clipGradNorm } = await import('../src/train/optim.js');
@@ -175,7 +226,10 @@ describe('training the tiny checkpoint on the fixture batch', () => {
       for (let step = 0; step < 8; step++) {
         const { losses: l, grads } = await engine.compute(batch);
         losses.push(l.loss);
-        clipGradNorm([...grads.values()].filter((g): g is Float32Array => g !== null), 1.0);
+        clipGradNorm(
+          [...grads.values()].filter((g): g is Float32Array => g !== null),
+          1.0,
+        );
         adam.step(set.list(), grads);
       }
       await engine.release();
@@ -189,10 +243,12 @@ describe('training the tiny checkpoint on the fixture batch', () => {
 });
 
 describe('collate and splice as the official collate_fn and prepare_inputs_labels_for_multimodal', () => {
-  it('builds the fixture batch\'s input_ids and labels from its conversation strings, and its CE targets and [SEG] rows', async () => {
+  it("builds the fixture batch's input_ids and labels from its conversation strings, and its CE targets and [SEG] rows", async () => {
     const { LlamaTokenizer } = await import('../src/text/tokenizer.js');
     const { collateConversation, padBatch } = await import('../src/inference/collate.js');
-    const m = JSON.parse(readFileSync(join(FIX, 'manifest.json'), 'utf8')) as { batch: { samples: { reason_seg_conversations: string[]; appended_conversation?: { question: string; answer: string } }[] } };
+    const m = JSON.parse(readFileSync(join(FIX, 'manifest.json'), 'utf8')) as {
+      batch: { samples: { reason_seg_conversations: string[]; appended_conversation?: { question: string; answer: string } }[] };
+    };
     const turn = (c: string): { question: string; answer: string } => {
       const [q, a] = c.split(' USER: ')[1]!.split(' ASSISTANT: ');
       return { question: q!, answer: a!.replace(/<\/s>$/, '') };
@@ -209,9 +265,30 @@ describe('collate and splice as the official collate_fn and prepare_inputs_label
     const model = LisaModel.load(CKPT, { visionTower: join(CKPT, 'clip-vit-tiny-patch14'), cacheDir: cache.path, precision: 'fp32' });
     try {
       const zeros = (n: number): Float32Array => new Float32Array(n);
-      const image = (n: number, h: number, w: number): { projected: Float32Array; samEmbeddings: Float32Array; resize: [number, number]; originalSize: [number, number]; gtMasks: Uint8Array; numMasks: number } =>
-        ({ projected: zeros(256 * 64), samEmbeddings: zeros(256 * 64 * 64), resize: [1024, 1024], originalSize: [h, w], gtMasks: new Uint8Array(n * h * w), numMasks: n });
-      const p = prepareBatch(model, { ...b, offset: ints(join(FIX, 'batch', 'offset.npy')), images: [image(1, 241, 321), image(3, 360, 240)] }, 256);
+      const image = (
+        n: number,
+        h: number,
+        w: number,
+      ): {
+        projected: Float32Array;
+        samEmbeddings: Float32Array;
+        resize: [number, number];
+        originalSize: [number, number];
+        gtMasks: Uint8Array;
+        numMasks: number;
+      } => ({
+        projected: zeros(256 * 64),
+        samEmbeddings: zeros(256 * 64 * 64),
+        resize: [1024, 1024],
+        originalSize: [h, w],
+        gtMasks: new Uint8Array(n * h * w),
+        numMasks: n,
+      });
+      const p = prepareBatch(
+        model,
+        { ...b, offset: ints(join(FIX, 'batch', 'offset.npy')), images: [image(1, 241, 321), image(3, 360, 240)] },
+        256,
+      );
       const [conv, seq] = [3, 321];
       assert.equal(p.structure.seqLen, seq);
       const pos = ints(join(FIX, 'batch', 'ce_target_positions.npy'));
@@ -219,7 +296,10 @@ describe('collate and splice as the official collate_fn and prepare_inputs_label
       assert.deepEqual(Array.from(p.feeds.ce_rows!.data as BigInt64Array, Number), rows);
       assert.deepEqual(Array.from(p.feeds.ce_targets!.data as BigInt64Array, Number), ints(join(FIX, 'batch', 'ce_target_ids.npy')));
       const seg = ints(join(FIX, 'batch', 'seg_token_mask.npy'));
-      assert.deepEqual(Array.from(p.feeds.seg_rows!.data as BigInt64Array, Number), seg.flatMap((v, i) => (v ? [i] : [])));
+      assert.deepEqual(
+        Array.from(p.feeds.seg_rows!.data as BigInt64Array, Number),
+        seg.flatMap((v, i) => (v ? [i] : [])),
+      );
       const mask = ints(join(FIX, 'batch', 'spliced_attention_mask.npy'));
       const bias = p.feeds.attn_bias!.data as Float32Array;
       for (let i = 0; i < conv * seq; i++) assert.equal(bias[i] === 0 ? 1 : 0, mask[i], `spliced attention mask at ${i}`);

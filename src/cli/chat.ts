@@ -8,9 +8,12 @@ import { checkCacheDir, endProgress, loadOptions, modelOptions, parseIntArg, typ
 import { checkOutputDir } from '../io/file.js';
 import { resultJson, resultName, writeResult } from './output.js';
 
-interface ChatCliOptions extends ModelCliOptions { image?: string; maxNewTokens?: number }
+interface ChatCliOptions extends ModelCliOptions {
+  image?: string;
+  maxNewTokens?: number;
+}
 
-const HELP = 'commands: /image FILE (switch image, clears history), /reset, /save DIR (last answer\'s masks), /quit';
+const HELP = "commands: /image FILE (switch image, clears history), /reset, /save DIR (last answer's masks), /quit";
 
 export function registerChat(program: Command): void {
   modelOptions(program.command('chat'))
@@ -23,7 +26,9 @@ export function registerChat(program: Command): void {
       const chat = lisa.chat();
       let image: { path: string; rgb: RgbImage } | null = null;
       let last: { question: string; result: SegmentResult } | null = null;
-      const out = (s: string): void => { process.stdout.write(s); };
+      const out = (s: string): void => {
+        process.stdout.write(s);
+      };
       const setImage = async (path: string): Promise<void> => {
         const rgb = await decodeImage(path);
         await chat.setImage(rgb);
@@ -40,19 +45,35 @@ export function registerChat(program: Command): void {
         endProgress();
         // Ctrl-C: stops the answer being generated; at the prompt, a second one quits. (Without a listener
         // readline pauses its input on SIGINT, and the chat would hang.)
-        let answering: AbortController | null = null, interrupts = 0;
+        let answering: AbortController | null = null,
+          interrupts = 0;
         rl.on('SIGINT', () => {
-          if (answering) { answering.abort(); return; }
-          if (++interrupts >= 2) { rl.close(); return; }
+          if (answering) {
+            answering.abort();
+            return;
+          }
+          if (++interrupts >= 2) {
+            rl.close();
+            return;
+          }
           out('\n(Ctrl-C again or /quit to leave)\n');
           rl.prompt();
         });
-        if (tty) { rl.setPrompt('> '); rl.prompt(); }
+        if (tty) {
+          rl.setPrompt('> ');
+          rl.prompt();
+        }
         for await (const raw of rl) {
           const line = raw.trim();
           try {
             if (line === '/quit' || line === '/exit') break;
-            if (line === '') { /* nothing */ } else if (line === '/reset') { chat.reset(); last = null; out('history cleared\n'); } else if (line.startsWith('/image')) {
+            if (line === '') {
+              /* nothing */
+            } else if (line === '/reset') {
+              chat.reset();
+              last = null;
+              out('history cleared\n');
+            } else if (line.startsWith('/image')) {
               const path = line.slice('/image'.length).trim();
               if (!path) throw new LisaError('usage: /image FILE');
               await setImage(path);
@@ -64,7 +85,20 @@ export function registerChat(program: Command): void {
               const img = image as { path: string; rgb: RgbImage };
               const l = last as { question: string; result: SegmentResult };
               const name = resultName(img.path);
-              const files = await writeResult(dir, name, img.rgb, l.result, resultJson(l.result, { image: img.path, width: img.rgb.width, height: img.rgb.height, question: l.question, model: o.model, name }));
+              const files = await writeResult(
+                dir,
+                name,
+                img.rgb,
+                l.result,
+                resultJson(l.result, {
+                  image: img.path,
+                  width: img.rgb.width,
+                  height: img.rgb.height,
+                  question: l.question,
+                  model: o.model,
+                  name,
+                }),
+              );
               out(files.map((f) => `wrote ${f}`).join('\n') + '\n');
             } else if (line.startsWith('/')) {
               throw new LisaError(`unknown command ${line.split(/\s/)[0]}; ${HELP}`);
@@ -74,8 +108,14 @@ export function registerChat(program: Command): void {
               answering = new AbortController();
               let r: SegmentResult;
               try {
-                r = await chat.ask(line, { ...(o.maxNewTokens ? { maxNewTokens: o.maxNewTokens } : {}), onText: out, signal: answering.signal });
-              } finally { answering = null; }
+                r = await chat.ask(line, {
+                  ...(o.maxNewTokens ? { maxNewTokens: o.maxNewTokens } : {}),
+                  onText: out,
+                  signal: answering.signal,
+                });
+              } finally {
+                answering = null;
+              }
               out(r.stopped === 'cancelled' ? ' (stopped)\n' : '\n');
               r.masks.forEach((m, i) => out(`[mask ${i}: area ${m.area} px, bbox [${m.bbox.join(', ')}], score ${m.score.toFixed(3)}]\n`));
               last = { question: line, result: r };

@@ -5,7 +5,15 @@ import { defaultCacheDir } from '../graph/session.js';
 import { checkOutputDir } from '../io/file.js';
 import { LisaModel, type LisaLoadOptions } from '../models/lisa.js';
 
-export interface ModelCliOptions { model: string; visionTower?: string; threads?: number; cacheDir?: string; precision?: 'auto' | 'fp32' | 'int8' | 'int4'; samPrecision?: 'fp32' | 'int8'; lowMemory?: boolean }
+export interface ModelCliOptions {
+  model: string;
+  visionTower?: string;
+  threads?: number;
+  cacheDir?: string;
+  precision?: 'auto' | 'fp32' | 'int8' | 'int4';
+  samPrecision?: 'fp32' | 'int8';
+  lowMemory?: boolean;
+}
 
 export function parseIntArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER): (v: string) => number {
   return (v: string) => {
@@ -26,19 +34,35 @@ export const parseThreads = parseIntArg('--threads', 1, availableParallelism());
 export function modelOptions(cmd: Command, opts: { modelRequired?: boolean; modelHelp?: string } = {}): Command {
   const help = opts.modelHelp ?? 'LISA checkpoint folder (released layout: config.json, weights, tokenizer)';
   return (opts.modelRequired === false ? cmd.option('--model <dir>', help) : cmd.requiredOption('--model <dir>', help))
-    .option('--vision-tower <dir>', 'CLIP vision tower folder (openai/clip-vit-large-patch14 layout); default: found from config.json beside the model')
+    .option(
+      '--vision-tower <dir>',
+      'CLIP vision tower folder (openai/clip-vit-large-patch14 layout); default: found from config.json beside the model',
+    )
     .option('--threads <n>', 'onnxruntime threads (default: all cores)', parseThreads)
     .option('--cache-dir <dir>', 'compiled-graph cache (default: $LISA_CACHE or ~/.cache/lisa-ts)')
-    .addOption(new Option('--precision <p>', 'LLM linear layers: auto (int4 above 1B parameters), fp32, int8 or int4').choices(['auto', 'fp32', 'int8', 'int4']).default('auto'))
-    .addOption(new Option('--sam-precision <p>', 'SAM image encoder Linear layers: fp32 (official numbers) or int8 (faster, masks differ slightly)').choices(['fp32', 'int8']).default('fp32'))
-    .option('--low-memory', 'close CLIP and the SAM image encoder after each image (~3 GiB less beside a 7B LLM; each new image reopens them)');
+    .addOption(
+      new Option('--precision <p>', 'LLM linear layers: auto (int4 above 1B parameters), fp32, int8 or int4')
+        .choices(['auto', 'fp32', 'int8', 'int4'])
+        .default('auto'),
+    )
+    .addOption(
+      new Option('--sam-precision <p>', 'SAM image encoder Linear layers: fp32 (official numbers) or int8 (faster, masks differ slightly)')
+        .choices(['fp32', 'int8'])
+        .default('fp32'),
+    )
+    .option(
+      '--low-memory',
+      'close CLIP and the SAM image encoder after each image (~3 GiB less beside a 7B LLM; each new image reopens them)',
+    );
 }
 
 /** The model options every command shares, from its parsed flags. */
 export function loadOptions(o: ModelCliOptions): LisaLoadOptions {
   const precisions = ['auto', 'fp32', 'int8', 'int4'];
-  if (o.precision && !precisions.includes(o.precision)) throw new LisaError(`--precision must be one of ${precisions.join(', ')}, got "${o.precision}"`);
-  if (o.samPrecision && !['fp32', 'int8'].includes(o.samPrecision)) throw new LisaError(`--sam-precision must be fp32 or int8, got "${o.samPrecision}"`);
+  if (o.precision && !precisions.includes(o.precision))
+    throw new LisaError(`--precision must be one of ${precisions.join(', ')}, got "${o.precision}"`);
+  if (o.samPrecision && !['fp32', 'int8'].includes(o.samPrecision))
+    throw new LisaError(`--sam-precision must be fp32 or int8, got "${o.samPrecision}"`);
   return {
     ...(o.visionTower ? { visionTower: o.visionTower } : {}),
     ...(o.threads ? { threads: o.threads } : {}),
@@ -64,7 +88,8 @@ export function loadModel(o: ModelCliOptions): LisaModel {
  * One status line on stderr while models load and graphs build. It shares the terminal line with stdout, so it is
  * cleared before an answer streams there (clearing it later would wipe the answer), and stays quiet after.
  */
-let progressShown = false, progressDone = false;
+let progressShown = false,
+  progressDone = false;
 function showProgress(s: string): void {
   if (progressDone) return;
   process.stderr.write(`\r\x1b[K${s}…`);

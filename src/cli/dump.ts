@@ -5,12 +5,21 @@ import { dumpIntermediates, isDumpFolder } from '../inference/dump.js';
 import { checkOutputDir } from '../io/file.js';
 import { clearProgress, loadModel, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 
-interface DumpCliOptions extends ModelCliOptions { image: string; query: string; out: string; maxNewTokens?: number; forceSegAt?: string; answer?: string; gtMask?: string }
+interface DumpCliOptions extends ModelCliOptions {
+  image: string;
+  query: string;
+  out: string;
+  maxNewTokens?: number;
+  forceSegAt?: string;
+  answer?: string;
+  gtMask?: string;
+}
 
 function parseIndexes(s: string): number[] {
   return s.split(',').map((x) => {
     const n = Number(x.trim());
-    if (!Number.isInteger(n) || n < 0) throw new LisaError(`--force-seg-at takes 0-based new-token indexes separated by commas, got "${s}"`);
+    if (!Number.isInteger(n) || n < 0)
+      throw new LisaError(`--force-seg-at takes 0-based new-token indexes separated by commas, got "${s}"`);
     return n;
   });
 }
@@ -33,7 +42,8 @@ export function registerDump(program: Command): void {
       const gtMasks: Uint8Array[] = [];
       for (const p of o.gtMask ? o.gtMask.split(',') : []) {
         const m = await decodeImage(p.trim());
-        if (m.width !== image.width || m.height !== image.height) throw new LisaError(`${p}: mask is ${m.width}x${m.height} but the image is ${image.width}x${image.height}`);
+        if (m.width !== image.width || m.height !== image.height)
+          throw new LisaError(`${p}: mask is ${m.width}x${m.height} but the image is ${image.width}x${image.height}`);
         gtMasks.push(Uint8Array.from({ length: m.width * m.height }, (_, i) => (m.data[i * 3]! > 0 ? 1 : 0)));
       }
       const model = loadModel(o);
@@ -45,7 +55,9 @@ export function registerDump(program: Command): void {
           ...(o.answer !== undefined ? { answer: o.answer, gtMasks } : {}),
         });
         clearProgress();
-        process.stdout.write(`${manifest.text_output as string}\n${Object.keys(manifest.arrays as object).length} arrays written to ${o.out}\n`);
+        process.stdout.write(
+          `${manifest.text_output as string}\n${Object.keys(manifest.arrays as object).length} arrays written to ${o.out}\n`,
+        );
       } finally {
         await model.release();
         model.close();

@@ -10,7 +10,17 @@ import { pct } from '../eval/metrics.js';
 import { checkOutputDir } from '../io/file.js';
 import { loadModel, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 
-interface EvalCliOptions extends Partial<ModelCliOptions> { data: string; dataset: string; split: string; protocol: string; limit?: number; out: string; predictions?: string; saveMasks?: string; maxNewTokens?: number }
+interface EvalCliOptions extends Partial<ModelCliOptions> {
+  data: string;
+  dataset: string;
+  split: string;
+  protocol: string;
+  limit?: number;
+  out: string;
+  predictions?: string;
+  saveMasks?: string;
+  maxNewTokens?: number;
+}
 
 export function registerEval(program: Command): void {
   modelOptions(program.command('eval'), { modelRequired: false, modelHelp: 'LISA checkpoint folder (not needed with --predictions)' })
@@ -18,7 +28,11 @@ export function registerEval(program: Command): void {
     .requiredOption('--data <dir>', 'dataset root (ReasonSeg: folder with <split>/; refer: folder with <dataset>/ and images/)')
     .addOption(new Option('--dataset <name>', 'the benchmark').choices([...DATASETS]).makeOptionMandatory())
     .option('--split <name>', 'split (ReasonSeg: val/test/train; refcoco(+): val/testA/testB; refcocog: val/test)', 'val')
-    .addOption(new Option('--protocol <p>', 'teacher-forced (the official validate) or generate (chat template + greedy)').choices(['teacher-forced', 'generate']).default('teacher-forced'))
+    .addOption(
+      new Option('--protocol <p>', 'teacher-forced (the official validate) or generate (chat template + greedy)')
+        .choices(['teacher-forced', 'generate'])
+        .default('teacher-forced'),
+    )
     .option('--limit <n>', 'only the first N images', parseIntArg('--limit', 1))
     .option('--out <dir>', 'results.jsonl (appended per query; rerun to resume), report.json, report.md', 'eval-out')
     .option('--predictions <dir>', 'score masks another model wrote: <query id>.png per query (non-zero = object)')
@@ -32,17 +46,30 @@ export function registerEval(program: Command): void {
       if (o.predictions && !existsSync(o.predictions)) throw new LisaError(`--predictions ${o.predictions}: no such folder`);
       const { items } = loadDataset(o.dataset, o.data, o.split);
       const model = o.model && !o.predictions ? loadModel(o as ModelCliOptions) : null;
-      const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: 'eval [{bar}] {value}/{total} queries | {rate}/s | ETA {eta_formatted}', hideCursor: true }, cliProgress.Presets.shades_classic) : null;
+      const bar = process.stderr.isTTY
+        ? new cliProgress.SingleBar(
+            { format: 'eval [{bar}] {value}/{total} queries | {rate}/s | ETA {eta_formatted}', hideCursor: true },
+            cliProgress.Presets.shades_classic,
+          )
+        : null;
       const started = Date.now();
       let lastLog = 0;
       try {
         const report = await runEval(model, items, {
-          protocol, outDir: o.out,
+          protocol,
+          outDir: o.out,
           ...(o.limit ? { limit: o.limit } : {}),
           ...(o.maxNewTokens ? { maxNewTokens: o.maxNewTokens } : {}),
           ...(o.predictions ? { predictions: o.predictions } : {}),
           ...(o.saveMasks ? { saveMasks: o.saveMasks } : {}),
-          settings: { dataset: o.dataset, split: o.split, data: resolve(o.data), ...(model ? { model: resolve(o.model!), precision: model.precision, ...(o.visionTower ? { visionTower: resolve(o.visionTower) } : {}) } : {}) },
+          settings: {
+            dataset: o.dataset,
+            split: o.split,
+            data: resolve(o.data),
+            ...(model
+              ? { model: resolve(o.model!), precision: model.precision, ...(o.visionTower ? { visionTower: resolve(o.visionTower) } : {}) }
+              : {}),
+          },
           onProgress: (done, total, resumed) => {
             const rate = (done - resumed) / Math.max((Date.now() - started) / 1000, 1e-3);
             if (bar) {
@@ -56,21 +83,31 @@ export function registerEval(program: Command): void {
           },
         });
         bar?.stop();
-        const row = (name: string, s: { giou: number; ciou: number } | null): string => (s ? `${name.padEnd(8)} gIoU ${pct(s.giou)}  cIoU ${pct(s.ciou)}\n` : '');
-        process.stdout.write(`${o.dataset} ${o.split} (${report.protocol}): ${report.scored}/${report.queries} queries scored, ${report.errors.length} errors${protocol === 'generate' ? `, ${report.noSeg} answers without [SEG]` : ''}\n`);
+        const row = (name: string, s: { giou: number; ciou: number } | null): string =>
+          s ? `${name.padEnd(8)} gIoU ${pct(s.giou)}  cIoU ${pct(s.ciou)}\n` : '';
+        process.stdout.write(
+          `${o.dataset} ${o.split} (${report.protocol}): ${report.scored}/${report.queries} queries scored, ` +
+            `${report.errors.length} errors${protocol === 'generate' ? `, ${report.noSeg} answers without [SEG]` : ''}\n`,
+        );
         process.stdout.write(row('short', report.short) + row('long', report.long) + row('overall', report.overall));
         process.stdout.write(`report: ${o.out}/report.md, ${o.out}/report.json; per query: ${o.out}/results.jsonl\n`);
-        if (report.queries > 0 && report.scored === 0) throw new LisaError(`no query could be scored (${report.errors.length} errors, the first: ${report.errors[0]?.error ?? 'none'})`);
+        if (report.queries > 0 && report.scored === 0)
+          throw new LisaError(`no query could be scored (${report.errors.length} errors, the first: ${report.errors[0]?.error ?? 'none'})`);
       } finally {
         bar?.stop();
-        if (model) { await model.release(); model.close(); }
+        if (model) {
+          await model.release();
+          model.close();
+        }
       }
     });
 
   program
     .command('sanity-set')
-    .description('build the small real-image sanity set (VOC, COCO, labelme images from shared/data; NOT ReasonSeg) in the ReasonSeg layout')
-    .requiredOption('--data <dir>', 'the data folder to build from (lisa-ts\'s shared/data: VOC, COCO, labelme samples)')
+    .description(
+      'build the small real-image sanity set (VOC, COCO, labelme images from shared/data; NOT ReasonSeg) in the ReasonSeg layout',
+    )
+    .requiredOption('--data <dir>', "the data folder to build from (lisa-ts's shared/data: VOC, COCO, labelme samples)")
     .requiredOption('--out <dir>', 'output folder (gets val/)')
     .action(async (o: { data: string; out: string }) => {
       checkOutputDir(o.out, '--out');

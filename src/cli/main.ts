@@ -16,14 +16,19 @@ import { registerTrain } from './train.js';
 import { registerMerge } from './merge.js';
 
 function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'package.json'), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'package.json'), 'utf8')) as {
+    version: string;
+  };
   return pkg.version;
 }
 
 /** Exit codes: 0 success, 1 runtime error (bad file, bad model), 2 usage error. */
 export async function main(argv: readonly string[]): Promise<number> {
   // `lisa … --json | head`: the reader went away; that is the end of the output, not an error.
-  process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); throw e; });
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+    throw e;
+  });
   const program = new Command()
     .name('lisa')
     .description('LISA reasoning segmentation in TypeScript: inspect checkpoints, run and evaluate the model')

@@ -8,11 +8,20 @@ import { mergeToReleased } from '../train/merge.js';
 import { AdamW } from '../train/optim.js';
 import { TrainingSet, type TrainSpec } from '../train/params.js';
 
-interface MergeCliOptions { model: string; checkpoint: string; out: string; maxShardGb?: string }
+interface MergeCliOptions {
+  model: string;
+  checkpoint: string;
+  out: string;
+  maxShardGb?: string;
+}
 
 export function registerMerge(program: Command): void {
-  program.command('merge')
-    .description('fold a training run\'s LoRA into the base and write a checkpoint in the released layout (safetensors shards + index, config, tokenizer files) that every lisa command loads')
+  program
+    .command('merge')
+    .description(
+      "fold a training run's LoRA into the base and write a checkpoint in the released layout (safetensors shards + index, " +
+        'config, tokenizer files) that every lisa command loads',
+    )
     .requiredOption('--model <dir>', 'the base checkpoint the run trained')
     .requiredOption('--checkpoint <dir>', 'a `lisa train` run folder (its latest checkpoint) or one checkpoint-<step> folder')
     .requiredOption('--out <dir>', 'new folder for the merged checkpoint (must not exist or be empty)')
@@ -30,7 +39,10 @@ export function registerMerge(program: Command): void {
         const set = new TrainingSet(base, spec);
         loadCheckpoint(ckptDir, set, new AdamW());
         const r = mergeToReleased(base, o.model, set, o.out, shardGb * 1024 ** 3);
-        process.stdout.write(`merged ${r.merged} LoRA layers and ${r.replaced} trained tensors into ${r.tensors} tensors (${(r.bytes / 1e6).toFixed(1)} MB, ${r.shards} shard${r.shards > 1 ? 's' : ''}) in ${r.dir}\n`);
+        process.stdout.write(
+          `merged ${r.merged} LoRA layers and ${r.replaced} trained tensors into ${r.tensors} tensors ` +
+            `(${(r.bytes / 1e6).toFixed(1)} MB, ${r.shards} shard${r.shards > 1 ? 's' : ''}) in ${r.dir}\n`,
+        );
       } finally {
         base.close();
       }

@@ -7,7 +7,16 @@ import { writeAtomic } from '../io/file.js';
 import type { SegmentResult } from '../inference/chat.js';
 
 /** Overlay colours: the first mask in the official red, then distinct hues. */
-export const MASK_COLOURS: readonly [number, number, number][] = [[255, 0, 0], [0, 200, 0], [30, 100, 255], [255, 200, 0], [200, 0, 255], [0, 220, 220], [255, 120, 0], [150, 80, 40]];
+export const MASK_COLOURS: readonly [number, number, number][] = [
+  [255, 0, 0],
+  [0, 200, 0],
+  [30, 100, 255],
+  [255, 200, 0],
+  [200, 0, 255],
+  [0, 220, 220],
+  [255, 120, 0],
+  [150, 80, 40],
+];
 
 export function resultName(imagePath: string): string {
   const b = basename(imagePath, extname(imagePath));
@@ -15,7 +24,10 @@ export function resultName(imagePath: string): string {
 }
 
 /** The JSON we print and save: everything a program needs, masks as COCO RLE. */
-export function resultJson(r: SegmentResult, meta: { image: string; width: number; height: number; question: string; model: string; name: string; written?: boolean }): Record<string, unknown> {
+export function resultJson(
+  r: SegmentResult,
+  meta: { image: string; width: number; height: number; question: string; model: string; name: string; written?: boolean },
+): Record<string, unknown> {
   return {
     image: meta.image,
     width: meta.width,
@@ -26,14 +38,28 @@ export function resultJson(r: SegmentResult, meta: { image: string; width: numbe
     tokens: r.tokens,
     stopped: r.stopped,
     // `file` only when the mask PNGs are written (--out): a name for a file that does not exist misleads.
-    masks: r.masks.map((m, i) => ({ index: i, segIndex: m.segIndex, ...(meta.written === false ? {} : { file: `${meta.name}_mask_${i}.png` }), rle: m.rle, bbox: m.bbox, area: m.area, score: m.score })),
+    masks: r.masks.map((m, i) => ({
+      index: i,
+      segIndex: m.segIndex,
+      ...(meta.written === false ? {} : { file: `${meta.name}_mask_${i}.png` }),
+      rle: m.rle,
+      bbox: m.bbox,
+      area: m.area,
+      score: m.score,
+    })),
     timings: r.timings,
     model: meta.model,
   };
 }
 
 /** Writes `<name>_mask_<i>.png` (0/255), `<name>_overlay.png` (50 % colour per mask) and `<name>.json` into `dir`. */
-export async function writeResult(dir: string, name: string, image: RgbImage, r: SegmentResult, json: Record<string, unknown>): Promise<string[]> {
+export async function writeResult(
+  dir: string,
+  name: string,
+  image: RgbImage,
+  r: SegmentResult,
+  json: Record<string, unknown>,
+): Promise<string[]> {
   mkdirSync(dir, { recursive: true });
   const written: string[] = [];
   const { width: w, height: h } = image;
@@ -53,7 +79,11 @@ export async function writeResult(dir: string, name: string, image: RgbImage, r:
     }
   });
   const op = join(dir, `${name}_overlay.png`);
-  writeAtomic(op, [await sharp(overlay, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer()]);
+  writeAtomic(op, [
+    await sharp(overlay, { raw: { width: w, height: h, channels: 3 } })
+      .png()
+      .toBuffer(),
+  ]);
   written.push(op);
   const jp = join(dir, `${name}.json`);
   writeAtomic(jp, [JSON.stringify(json, null, 2) + '\n']);

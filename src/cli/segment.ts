@@ -11,12 +11,24 @@ import { checkCacheDir, clearProgress, endProgress, loadOptions, modelOptions, p
 import { resultJson, resultName, writeResult } from './output.js';
 import { parseBox, parsePoint } from './prompts.js';
 
-interface SegmentCliOptions extends ModelCliOptions { image: string[]; query?: string; out?: string; json?: boolean; answer?: string; maxNewTokens?: number; point?: PointPrompt[]; box?: BoxPrompt }
+interface SegmentCliOptions extends ModelCliOptions {
+  image: string[];
+  query?: string;
+  out?: string;
+  json?: boolean;
+  answer?: string;
+  maxNewTokens?: number;
+  point?: PointPrompt[];
+  box?: BoxPrompt;
+}
 
 export function registerSegment(program: Command): void {
   modelOptions(program.command('segment'))
     .description('answer a question about an image and write one mask per [SEG] (PNG), an overlay and a JSON summary')
-    .requiredOption('--image <file...>', 'input image (JPEG, PNG or WebP); several files or a folder run as a batch in one process (--out gets one result set per image)')
+    .requiredOption(
+      '--image <file...>',
+      'input image (JPEG, PNG or WebP); several files or a folder run as a batch in one process (--out gets one result set per image)',
+    )
     .option('--query <text>', 'the question (may be omitted with --point/--box: plain SAM)')
     .option('--out <dir>', 'write <name>_mask_<i>.png, <name>_overlay.png and <name>.json here')
     .option('--json', 'print the JSON summary to stdout instead of prose')
@@ -31,7 +43,10 @@ export function registerSegment(program: Command): void {
       if (o.out) checkOutputDir(o.out, '--out');
       checkCacheDir(o);
       const paths = expandImages(o.image);
-      if (paths.length > 1) { await segmentBatch(o, paths, question); return; }
+      if (paths.length > 1) {
+        await segmentBatch(o, paths, question);
+        return;
+      }
       const imagePath = paths[0]!;
       const image = await decodeImage(imagePath);
       // SAM prompts must lie on the image: checked before anything is encoded.
@@ -45,19 +60,42 @@ export function registerSegment(program: Command): void {
           ...(o.answer !== undefined ? { answer: o.answer } : {}),
           ...(o.point ? { points: o.point } : {}),
           ...(o.box ? { box: o.box } : {}),
-          ...(streaming ? { onText: (d: string) => { endProgress(); process.stdout.write(d); } } : {}),
+          ...(streaming
+            ? {
+                onText: (d: string) => {
+                  endProgress();
+                  process.stdout.write(d);
+                },
+              }
+            : {}),
         });
         clearProgress();
         const name = resultName(imagePath);
-        const json = resultJson(r, { image: imagePath, width: image.width, height: image.height, question, model: o.model, name, written: Boolean(o.out) });
+        const json = resultJson(r, {
+          image: imagePath,
+          width: image.width,
+          height: image.height,
+          question,
+          model: o.model,
+          name,
+          written: Boolean(o.out),
+        });
         const written = o.out ? await writeResult(o.out, name, image, r, json) : [];
-        if (o.json) { process.stdout.write(JSON.stringify(json, null, 2) + '\n'); return; }
+        if (o.json) {
+          process.stdout.write(JSON.stringify(json, null, 2) + '\n');
+          return;
+        }
         if (!streaming) process.stdout.write(r.text);
         process.stdout.write('\n');
         if (r.noTarget && question.trim()) process.stdout.write('(no [SEG] in the answer: nothing segmented)\n');
-        r.masks.forEach((m, i) => process.stdout.write(`mask ${i}: area ${m.area} px, bbox [${m.bbox.join(', ')}], score ${m.score.toFixed(3)}\n`));
+        r.masks.forEach((m, i) =>
+          process.stdout.write(`mask ${i}: area ${m.area} px, bbox [${m.bbox.join(', ')}], score ${m.score.toFixed(3)}\n`),
+        );
         for (const p of written) process.stdout.write(`wrote ${p}\n`);
-        process.stdout.write(`${(r.timings.totalMs / 1000).toFixed(2)} s (image ${(r.timings.encodeImageMs / 1000).toFixed(2)} s, ${r.timings.newTokens} tokens)\n`);
+        process.stdout.write(
+          `${(r.timings.totalMs / 1000).toFixed(2)} s (image ${(r.timings.encodeImageMs / 1000).toFixed(2)} s, ` +
+            `${r.timings.newTokens} tokens)\n`,
+        );
       } finally {
         await lisa.close();
       }
@@ -69,9 +107,19 @@ function expandImages(args: readonly string[]): string[] {
   const out: string[] = [];
   for (const a of args) {
     let st;
-    try { st = statSync(a); } catch { throw new LisaError(`${a}: no such image file or folder`); }
-    if (!st.isDirectory()) { out.push(a); continue; }
-    const files = readdirSync(a).filter((f) => /\.(jpe?g|png|webp)$/i.test(f)).sort().map((f) => join(a, f));
+    try {
+      st = statSync(a);
+    } catch {
+      throw new LisaError(`${a}: no such image file or folder`);
+    }
+    if (!st.isDirectory()) {
+      out.push(a);
+      continue;
+    }
+    const files = readdirSync(a)
+      .filter((f) => /\.(jpe?g|png|webp)$/i.test(f))
+      .sort()
+      .map((f) => join(a, f));
     if (files.length === 0) throw new LisaError(`${a}: the folder holds no JPEG, PNG or WebP image`);
     out.push(...files);
   }
@@ -79,9 +127,11 @@ function expandImages(args: readonly string[]): string[] {
 }
 
 function checkPrompts(o: SegmentCliOptions, w: number, h: number): void {
-  for (const p of o.point ?? []) if (!(p.x >= 0 && p.x < w && p.y >= 0 && p.y < h)) throw new LisaError(`--point ${p.x},${p.y} is outside the ${w}x${h} image`);
+  for (const p of o.point ?? [])
+    if (!(p.x >= 0 && p.x < w && p.y >= 0 && p.y < h)) throw new LisaError(`--point ${p.x},${p.y} is outside the ${w}x${h} image`);
   const b = o.box;
-  if (b && !(b.x1 >= 0 && b.y1 >= 0 && b.x2 <= w && b.y2 <= h)) throw new LisaError(`--box ${b.x1},${b.y1},${b.x2},${b.y2} is outside the ${w}x${h} image`);
+  if (b && !(b.x1 >= 0 && b.y1 >= 0 && b.x2 <= w && b.y2 <= h))
+    throw new LisaError(`--box ${b.x1},${b.y1},${b.x2},${b.y2} is outside the ${w}x${h} image`);
 }
 
 /**
@@ -90,7 +140,13 @@ function checkPrompts(o: SegmentCliOptions, w: number, h: number): void {
  */
 async function segmentBatch(o: SegmentCliOptions, paths: readonly string[], question: string): Promise<void> {
   const lisa = Lisa.load(o.model, loadOptions(o));
-  const bar = process.stderr.isTTY && !o.json ? new cliProgress.SingleBar({ format: 'segment [{bar}] {value}/{total} images | ETA {eta_formatted}', hideCursor: true }, cliProgress.Presets.shades_classic) : null;
+  const bar =
+    process.stderr.isTTY && !o.json
+      ? new cliProgress.SingleBar(
+          { format: 'segment [{bar}] {value}/{total} images | ETA {eta_formatted}', hideCursor: true },
+          cliProgress.Presets.shades_classic,
+        )
+      : null;
   const used = new Set<string>();
   const failed: string[] = [];
   const results: Record<string, unknown>[] = [];
@@ -111,11 +167,22 @@ async function segmentBatch(o: SegmentCliOptions, paths: readonly string[], ques
         let name = resultName(path);
         for (let k = 2; used.has(name); k++) name = `${resultName(path)}_${k}`;
         used.add(name);
-        const json = resultJson(r, { image: path, width: image.width, height: image.height, question, model: o.model, name, written: Boolean(o.out) });
+        const json = resultJson(r, {
+          image: path,
+          width: image.width,
+          height: image.height,
+          question,
+          model: o.model,
+          name,
+          written: Boolean(o.out),
+        });
         if (o.out) await writeResult(o.out, name, image, r, json);
         results.push(json);
         masks += r.masks.length;
-        if (!o.json && !bar) process.stdout.write(`${path}: ${r.text.replace(/\s+/g, ' ').trim()} (${r.masks.length} mask${r.masks.length === 1 ? '' : 's'})\n`);
+        if (!o.json && !bar)
+          process.stdout.write(
+            `${path}: ${r.text.replace(/\s+/g, ' ').trim()} (${r.masks.length} mask${r.masks.length === 1 ? '' : 's'})\n`,
+          );
       } catch (e) {
         if (!(e instanceof LisaError)) throw e;
         failed.push(`${path}: ${e.message}`);
@@ -125,7 +192,9 @@ async function segmentBatch(o: SegmentCliOptions, paths: readonly string[], ques
     bar?.stop();
     if (o.json) process.stdout.write(JSON.stringify(results, null, 2) + '\n');
     for (const f of failed) process.stderr.write(`lisa: ${f}\n`);
-    process.stdout.write(`${paths.length - failed.length} of ${paths.length} images segmented, ${masks} masks${o.out ? `, results in ${o.out}` : ''}\n`);
+    process.stdout.write(
+      `${paths.length - failed.length} of ${paths.length} images segmented, ${masks} masks${o.out ? `, results in ${o.out}` : ''}\n`,
+    );
     if (failed.length) throw new LisaError(`${failed.length} of ${paths.length} images failed (listed above)`);
   } finally {
     bar?.stop();

@@ -4,7 +4,13 @@ import type { Command } from 'commander';
 import { LisaError } from '../errors.js';
 import { IMAGE_TOKEN, LlamaTokenizer } from '../text/tokenizer.js';
 
-interface TokenizeCliOptions { model: string; noSpecial?: boolean; special: boolean; json?: boolean; input?: string }
+interface TokenizeCliOptions {
+  model: string;
+  noSpecial?: boolean;
+  special: boolean;
+  json?: boolean;
+  input?: string;
+}
 
 export function registerTokenize(program: Command): void {
   program
@@ -20,7 +26,8 @@ export function registerTokenize(program: Command): void {
       const run = (t: string): { ids: number[]; pieces: string[] } => {
         if (t.includes(IMAGE_TOKEN)) {
           // LLaVA's tokenizer_image_token, as the model sees a prompt: each <image> is the id -200.
-          const all = tok.encodeWithImage(t), ids = o.special ? all : all.slice(all[0] === tok.bosId ? 1 : 0);
+          const all = tok.encodeWithImage(t),
+            ids = o.special ? all : all.slice(all[0] === tok.bosId ? 1 : 0);
           return { ids, pieces: ids.map((id) => tok.idToToken(id)) };
         }
         const { ids, pieces } = tok.tokenize(t);
@@ -35,7 +42,11 @@ export function registerTokenize(program: Command): void {
           n++;
           if (!line.trim()) continue;
           let s: unknown;
-          try { s = JSON.parse(line); } catch { throw new LisaError(`${o.input}:${n}: not valid JSON (expected one JSON string per line)`); }
+          try {
+            s = JSON.parse(line);
+          } catch {
+            throw new LisaError(`${o.input}:${n}: not valid JSON (expected one JSON string per line)`);
+          }
           if (typeof s !== 'string') throw new LisaError(`${o.input}:${n}: expected a JSON string, found ${typeof s}`);
           process.stdout.write(JSON.stringify(run(s)) + '\n');
         }

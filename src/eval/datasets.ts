@@ -47,7 +47,11 @@ export function loadDataset(dataset: string, root: string, split: string): { ite
         const text = (a.text[0] ?? '').trim();
         if (!text) throw new LisaError(`${s.json}: field "text" has no query`);
         // a.gtPng: the sanity set's extension, a ground-truth PNG (0/1/255) instead of polygons.
-        return { id: s.name, image: s.image, queries: [{ id: s.name, text, isSentence: a.isSentence, gt: (h: number, w: number) => reasonSegGt(s.json, a, h, w) }] };
+        return {
+          id: s.name,
+          image: s.image,
+          queries: [{ id: s.name, text, isSentence: a.isSentence, gt: (h: number, w: number) => reasonSegGt(s.json, a, h, w) }],
+        };
       } catch (e) {
         if (!(e instanceof LisaError)) throw e;
         return { id: s.name, image: s.image, queries: [], error: e.message };
@@ -67,7 +71,8 @@ export function loadDataset(dataset: string, root: string, split: string): { ite
       text: q.text,
       isSentence: false,
       gt: async (h: number, w: number) => {
-        if (h !== img.height || w !== img.width) throw new LisaError(`image ${img.file} is ${w}x${h} but instances.json says ${img.width}x${img.height}`);
+        if (h !== img.height || w !== img.width)
+          throw new LisaError(`image ${img.file} is ${w}x${h} but instances.json says ${img.width}x${img.height}`);
         return referMask(anns, q, h, w, join(root, dataset));
       },
     })),
@@ -79,5 +84,8 @@ export function loadDataset(dataset: string, root: string, split: string): { ite
 async function pngMask(path: string, h: number, w: number): Promise<Uint8Array> {
   const m = await decodeImage(path);
   if (m.width !== w || m.height !== h) throw new LisaError(`${path}: mask is ${m.width}x${m.height} but the image is ${w}x${h}`);
-  return Uint8Array.from({ length: w * h }, (_, i) => { const v = m.data[i * 3]!; return v === 255 ? 255 : v > 0 ? 1 : 0; });
+  return Uint8Array.from({ length: w * h }, (_, i) => {
+    const v = m.data[i * 3]!;
+    return v === 255 ? 255 : v > 0 ? 1 : 0;
+  });
 }

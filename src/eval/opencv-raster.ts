@@ -6,17 +6,24 @@
  * boundary pixel.
  */
 
-export interface Raster { width: number; height: number; data: Uint8Array }
+export interface Raster {
+  width: number;
+  height: number;
+  data: Uint8Array;
+}
 
 const XY_SHIFT = 16;
 const XY_ONE = 1 << XY_SHIFT;
 
 /** Arithmetic shift right for values that may exceed 32 bits. */
-function shr(v: number, s: number): number { return Math.floor(v / 2 ** s); }
+function shr(v: number, s: number): number {
+  return Math.floor(v / 2 ** s);
+}
 
 /** clipLine: clips the segment to [0, w−1] × [0, h−1]; false when it lies outside. */
 function clipLine(w: number, h: number, p: { x1: number; y1: number; x2: number; y2: number }): boolean {
-  const right = w - 1, bottom = h - 1;
+  const right = w - 1,
+    bottom = h - 1;
   if (w <= 0 || h <= 0) return false;
   let { x1, y1, x2, y2 } = p;
   let c1 = (x1 < 0 ? 1 : 0) + (x1 > right ? 2 : 0) + (y1 < 0 ? 4 : 0) + (y1 > bottom ? 8 : 0);
@@ -61,21 +68,38 @@ export function drawLine(img: Raster, x1: number, y1: number, x2: number, y2: nu
     if (!clipLine(w, h, p)) return;
   }
   ({ x1, y1, x2, y2 } = p);
-  let dx = x2 - x1, dy = y2 - y1;
-  if (dx < 0) { dx = -dx; dy = -dy; [x1, y1, x2, y2] = [x2, y2, x1, y1]; }
-  let sx = 1, sy = 1; // steps along x and y
-  if (dy < 0) { dy = -dy; sy = -1; }
+  let dx = x2 - x1,
+    dy = y2 - y1;
+  if (dx < 0) {
+    dx = -dx;
+    dy = -dy;
+    [x1, y1, x2, y2] = [x2, y2, x1, y1];
+  }
+  let sx = 1,
+    sy = 1; // steps along x and y
+  if (dy < 0) {
+    dy = -dy;
+    sy = -1;
+  }
   const vert = dy > dx;
   if (vert) [dx, dy] = [dy, dx];
   let err = dx - (dy + dy);
-  const plusDelta = dx + dx, minusDelta = -(dy + dy);
-  let x = x1, y = y1;
+  const plusDelta = dx + dx,
+    minusDelta = -(dy + dy);
+  let x = x1,
+    y = y1;
   for (let i = 0; i <= dx; i++) {
     img.data[y * w + x] = value;
     const minor = err < 0;
     err += minusDelta + (minor ? plusDelta : 0);
     // Every step moves along the major axis; err < 0 also moves along the minor one.
-    if (vert) { y += sy; if (minor) x += sx; } else { x += sx; if (minor) y += sy; }
+    if (vert) {
+      y += sy;
+      if (minor) x += sx;
+    } else {
+      x += sx;
+      if (minor) y += sy;
+    }
   }
 }
 
@@ -83,10 +107,20 @@ export function drawLine(img: Raster, x1: number, y1: number, x2: number, y2: nu
 export function polylines(img: Raster, pts: readonly [number, number][], value: number): void {
   if (pts.length === 0) return;
   let [px, py] = pts[pts.length - 1]!;
-  for (const [x, y] of pts) { drawLine(img, px, py, x, y, value); px = x; py = y; }
+  for (const [x, y] of pts) {
+    drawLine(img, px, py, x, y, value);
+    px = x;
+    py = y;
+  }
 }
 
-interface PolyEdge { y0: number; y1: number; x: number; dx: number; next: PolyEdge | null }
+interface PolyEdge {
+  y0: number;
+  y1: number;
+  x: number;
+  dx: number;
+  next: PolyEdge | null;
+}
 
 /**
  * cv2.fillPoly for one integer polygon (LINE_8, shift 0): the outline, then FillEdgeCollection's scanline fill.
@@ -100,11 +134,13 @@ export function fillPoly(img: Raster, pts: readonly [number, number][], value: n
   for (const [x1, y1] of pts) {
     drawLine(img, x0, y0, x1, y1, value);
     if (y0 !== y1) {
-      const fx0 = x0 * XY_ONE, fx1 = x1 * XY_ONE;
+      const fx0 = x0 * XY_ONE,
+        fx1 = x1 * XY_ONE;
       const dx = Math.trunc((fx1 - fx0) / (y1 - y0));
       edges.push(y0 < y1 ? { y0, y1, x: fx0, dx, next: null } : { y0: y1, y1: y0, x: fx1, dx, next: null });
     }
-    x0 = x1; y0 = y1;
+    x0 = x1;
+    y0 = y1;
   }
   fillEdgeCollection(img, edges, value, opts.stepRowsAbove === true);
 }
@@ -113,11 +149,16 @@ function fillEdgeCollection(img: Raster, edges: PolyEdge[], value: number, stepR
   const { width: w, height: h } = img;
   const total = edges.length;
   if (total < 2) return;
-  let yMax = -Infinity, yMin = Infinity, xMax = -Infinity, xMin = Infinity;
+  let yMax = -Infinity,
+    yMin = Infinity,
+    xMax = -Infinity,
+    xMin = Infinity;
   for (const e of edges) {
     const xEnd = e.x + (e.y1 - e.y0) * e.dx;
-    yMin = Math.min(yMin, e.y0); yMax = Math.max(yMax, e.y1);
-    xMin = Math.min(xMin, e.x, xEnd); xMax = Math.max(xMax, e.x, xEnd);
+    yMin = Math.min(yMin, e.y0);
+    yMax = Math.max(yMax, e.y1);
+    xMin = Math.min(xMin, e.x, xEnd);
+    xMax = Math.max(xMax, e.x, xEnd);
   }
   if (yMax < 0 || yMin >= h || xMax < 0 || xMin >= w * XY_ONE) return;
   edges.sort((a, b) => (a.y0 !== b.y0 ? a.y0 - b.y0 : a.x !== b.x ? a.x - b.x : a.dx - b.dx));
@@ -137,10 +178,16 @@ function fillEdgeCollection(img: Raster, edges: PolyEdge[], value: number, stepR
       if (target > y + 1) {
         const k = target - y - 1;
         const active: PolyEdge[] = [];
-        for (let a = head.next; a; a = a.next) { a.x += a.dx * k; active.push(a); }
+        for (let a = head.next; a; a = a.next) {
+          a.x += a.dx * k;
+          active.push(a);
+        }
         active.sort((p, q) => p.x - q.x); // stable: ties keep their order, as the bubble sort does
         head.next = null;
-        for (let j = active.length - 1; j >= 0; j--) { active[j]!.next = head.next; head.next = active[j]!; }
+        for (let j = active.length - 1; j >= 0; j--) {
+          active[j]!.next = head.next;
+          head.next = active[j]!;
+        }
         y += k;
       }
     }
@@ -149,16 +196,33 @@ function fillEdgeCollection(img: Raster, edges: PolyEdge[], value: number, stepR
     let prelast: PolyEdge = head;
     let last = head.next;
     while (last || e.y0 === y) {
-      if (last && last.y1 === y) { prelast.next = last.next; last = last.next; continue; } // edge ends here
+      if (last && last.y1 === y) {
+        prelast.next = last.next;
+        last = last.next;
+        continue;
+      } // edge ends here
       const keepPrelast = prelast;
-      if (last && (e.y0 > y || last.x < e.x)) { prelast = last; last = last.next; } // next active edge
-      else if (i < total) { prelast.next = e; e.next = last; prelast = e; e = edges[++i]!; } // edge starts here
+      if (last && (e.y0 > y || last.x < e.x)) {
+        prelast = last;
+        last = last.next;
+      } // next active edge
+      else if (i < total) {
+        prelast.next = e;
+        e.next = last;
+        prelast = e;
+        e = edges[++i]!;
+      } // edge starts here
       else break;
       if (draw) {
         if (!clip) {
           let xa: number, xb: number;
-          if (keepPrelast.x > prelast.x) { xa = shr(prelast.x + XY_ONE - 1, XY_SHIFT); xb = shr(keepPrelast.x, XY_SHIFT); }
-          else { xa = shr(keepPrelast.x + XY_ONE - 1, XY_SHIFT); xb = shr(prelast.x, XY_SHIFT); }
+          if (keepPrelast.x > prelast.x) {
+            xa = shr(prelast.x + XY_ONE - 1, XY_SHIFT);
+            xb = shr(keepPrelast.x, XY_SHIFT);
+          } else {
+            xa = shr(keepPrelast.x + XY_ONE - 1, XY_SHIFT);
+            xb = shr(prelast.x, XY_SHIFT);
+          }
           if (xa < w && xb >= 0) {
             if (xa < 0) xa = 0;
             if (xb >= w) xb = w - 1;
@@ -178,8 +242,16 @@ function fillEdgeCollection(img: Raster, edges: PolyEdge[], value: number, stepR
       let lastExchange: PolyEdge | null = null;
       while (cur !== keep && cur && cur.next) {
         const te: PolyEdge = cur.next;
-        if (cur.x > te.x) { pre.next = te; cur.next = te.next; te.next = cur; pre = te; lastExchange = pre; }
-        else { pre = cur; cur = te; }
+        if (cur.x > te.x) {
+          pre.next = te;
+          cur.next = te.next;
+          te.next = cur;
+          pre = te;
+          lastExchange = pre;
+        } else {
+          pre = cur;
+          cur = te;
+        }
       }
       if (!lastExchange) break;
       keep = lastExchange;

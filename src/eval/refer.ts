@@ -11,18 +11,41 @@ import { polygonToCounts } from './coco-polygon.js';
  * ValDataset does: one sample per image, every sentence of every ref of it, lower-cased and stripped.
  */
 
-export interface ReferQuery { text: string; annIds: number[]; noTarget: boolean }
-export interface ReferImage { id: number; file: string; width: number; height: number; queries: ReferQuery[] }
+export interface ReferQuery {
+  text: string;
+  annIds: number[];
+  noTarget: boolean;
+}
+export interface ReferImage {
+  id: number;
+  file: string;
+  width: number;
+  height: number;
+  queries: ReferQuery[];
+}
 
-interface CocoAnn { id: number; image_id: number; segmentation: unknown }
-interface CocoImage { id: number; file_name: string; width: number; height: number }
+interface CocoAnn {
+  id: number;
+  image_id: number;
+  segmentation: unknown;
+}
+interface CocoImage {
+  id: number;
+  file_name: string;
+  width: number;
+  height: number;
+}
 
 const MAX_BYTES = 2 * 1024 ** 3;
 
 function readJsonFile(path: string): unknown {
   if (!existsSync(path)) throw new LisaError(`${path}: not found`);
   if (statSync(path).size > MAX_BYTES) throw new LisaError(`${path}: too large`);
-  try { return JSON.parse(readFileSync(path, 'utf8')); } catch (e) { throw new LisaError(`${path}: not valid JSON (${(e as Error).message})`); }
+  try {
+    return JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new LisaError(`${path}: not valid JSON (${(e as Error).message})`);
+  }
 }
 
 /** Python objects from the refs pickle as plain JS (dict → object). Refs pickles hold only lists, dicts, strings, numbers. */
@@ -59,11 +82,15 @@ export function loadRefer(root: string, dataset: string, split: string): ReferIm
     const p = join(dir, `refs(${spec.splitBy}).p`);
     if (!existsSync(p)) throw new LisaError(`${p}: not found (expected the refer layout <data>/${dataset}/refs(${spec.splitBy}).p)`);
     // Refs pickles need no globals; any global is refused.
-    refs = plain(unpickle(readFileSync(p), { source: p, globals: new Map([['__none__', pyGlobal('__none__', () => null)]]) })) as Record<string, unknown>[];
+    refs = plain(unpickle(readFileSync(p), { source: p, globals: new Map([['__none__', pyGlobal('__none__', () => null)]]) })) as Record<
+      string,
+      unknown
+    >[];
   }
   if (!Array.isArray(refs)) throw new LisaError(`${dir}: refs file is not a list`);
   const instances = readJsonFile(join(dir, 'instances.json')) as { images?: CocoImage[]; annotations?: CocoAnn[] };
-  if (!Array.isArray(instances.images) || !Array.isArray(instances.annotations)) throw new LisaError(`${join(dir, 'instances.json')}: expected "images" and "annotations" lists`);
+  if (!Array.isArray(instances.images) || !Array.isArray(instances.annotations))
+    throw new LisaError(`${join(dir, 'instances.json')}: expected "images" and "annotations" lists`);
   const images = new Map(instances.images.map((i) => [i.id, i]));
   const byImage = new Map<number, ReferQuery[]>();
   for (const ref of refs) {
@@ -73,7 +100,14 @@ export function loadRefer(root: string, dataset: string, split: string): ReferIm
     const annIds = (Array.isArray(rawAnn) ? rawAnn : [rawAnn]).map(Number).filter((a) => a >= 0);
     const noTarget = ref.no_target === true || annIds.length === 0;
     const list = byImage.get(imageId) ?? [];
-    for (const s of (ref.sentences as { sent?: unknown }[] | undefined) ?? []) list.push({ text: String(s.sent ?? '').trim().toLowerCase(), annIds, noTarget });
+    for (const s of (ref.sentences as { sent?: unknown }[] | undefined) ?? [])
+      list.push({
+        text: String(s.sent ?? '')
+          .trim()
+          .toLowerCase(),
+        annIds,
+        noTarget,
+      });
     byImage.set(imageId, list);
   }
   const out: ReferImage[] = [];
@@ -105,7 +139,8 @@ export function referMask(anns: ReadonlyMap<number, CocoAnn>, q: ReferQuery, h: 
     };
     if (Array.isArray(seg)) {
       for (const poly of seg) {
-        if (!Array.isArray(poly) || !poly.every((c) => typeof c === 'number')) throw new LisaError(`${where}: annotation ${id} has a malformed polygon`);
+        if (!Array.isArray(poly) || !poly.every((c) => typeof c === 'number'))
+          throw new LisaError(`${where}: annotation ${id} has a malformed polygon`);
         add(polygonToCounts(poly as number[], h, w));
       }
     } else if (seg && typeof seg === 'object' && 'counts' in seg) {

@@ -60,7 +60,11 @@ function readRecords(path: string): QueryRecord[] {
   const out: QueryRecord[] = [];
   for (const line of readFileSync(path, 'utf8').split('\n')) {
     if (!line.trim()) continue;
-    try { out.push(JSON.parse(line) as QueryRecord); } catch { /* a line cut by an interruption: that query is run again */ }
+    try {
+      out.push(JSON.parse(line) as QueryRecord);
+    } catch {
+      /* a line cut by an interruption: that query is run again */
+    }
   }
   return out;
 }
@@ -88,13 +92,28 @@ async function predictionMask(path: string, h: number, w: number): Promise<Uint8
 export async function runEval(model: LisaModel | null, items: EvalItem[], opts: EvalOptions): Promise<EvalReport> {
   mkdirSync(opts.outDir, { recursive: true });
   const resultsPath = join(opts.outDir, 'results.jsonl');
-  const settings = { protocol: opts.protocol, ...(opts.maxNewTokens ? { maxNewTokens: opts.maxNewTokens } : {}), ...(opts.predictions ? { predictions: resolve(opts.predictions) } : {}), ...opts.settings };
+  const settings = {
+    protocol: opts.protocol,
+    ...(opts.maxNewTokens ? { maxNewTokens: opts.maxNewTokens } : {}),
+    ...(opts.predictions ? { predictions: resolve(opts.predictions) } : {}),
+    ...opts.settings,
+  };
   const runPath = join(opts.outDir, 'run.json');
   if (existsSync(runPath)) {
     let before: Record<string, unknown> = {};
-    try { before = JSON.parse(readFileSync(runPath, 'utf8')) as Record<string, unknown>; } catch { throw new LisaError(`${runPath}: not valid JSON; remove the folder or use another --out`); }
+    try {
+      before = JSON.parse(readFileSync(runPath, 'utf8')) as Record<string, unknown>;
+    } catch {
+      throw new LisaError(`${runPath}: not valid JSON; remove the folder or use another --out`);
+    }
     const differ = differingKeys(before, settings);
-    if (differ.length) throw new LisaError(`${opts.outDir}: holds results made with other settings (${differ.map((k) => `${k}: ${JSON.stringify(before[k])} → ${JSON.stringify((settings as Record<string, unknown>)[k])}`).join(', ')}); use another --out to compare, or the same settings to resume`);
+    if (differ.length) {
+      const now = settings as Record<string, unknown>;
+      const changes = differ.map((k) => `${k}: ${JSON.stringify(before[k])} → ${JSON.stringify(now[k])}`).join(', ');
+      throw new LisaError(
+        `${opts.outDir}: holds results made with other settings (${changes}); use another --out to compare, or the same settings to resume`,
+      );
+    }
   } else if (existsSync(resultsPath)) {
     throw new LisaError(`${opts.outDir}: holds results.jsonl without run.json (made by an older version or by hand); use another --out`);
   }
@@ -106,13 +125,23 @@ export async function runEval(model: LisaModel | null, items: EvalItem[], opts: 
   const selected = opts.limit !== undefined ? items.slice(0, opts.limit) : items;
   const total = selected.reduce((n, it) => n + Math.max(1, it.queries.length), 0);
   let count = 0;
-  const resumed = selected.reduce((n, it) => n + (it.queries.length ? it.queries.filter((q) => done.has(q.id)).length : done.has(it.id) ? 1 : 0), 0);
-  const record = (r: QueryRecord): void => { appendFileSync(resultsPath, JSON.stringify(r) + '\n'); done.set(r.id, r); };
+  const resumed = selected.reduce(
+    (n, it) => n + (it.queries.length ? it.queries.filter((q) => done.has(q.id)).length : done.has(it.id) ? 1 : 0),
+    0,
+  );
+  const record = (r: QueryRecord): void => {
+    appendFileSync(resultsPath, JSON.stringify(r) + '\n');
+    done.set(r.id, r);
+  };
   opts.onProgress?.(resumed, total, resumed);
   count = resumed;
   for (const item of selected) {
     if (item.error || item.queries.length === 0) {
-      if (!done.has(item.id)) { record({ item: item.id, id: item.id, error: item.error ?? 'no queries' }); count++; opts.onProgress?.(count, total, resumed); }
+      if (!done.has(item.id)) {
+        record({ item: item.id, id: item.id, error: item.error ?? 'no queries' });
+        count++;
+        opts.onProgress?.(count, total, resumed);
+      }
       continue;
     }
     const todo = item.queries.filter((q) => !done.has(q.id));
@@ -124,7 +153,11 @@ export async function runEval(model: LisaModel | null, items: EvalItem[], opts: 
       if (model && opts.protocol !== 'predictions') enc = await model.encodeImage(image);
     } catch (e) {
       if (!(e instanceof LisaError)) throw e;
-      for (const q of todo) { record({ item: item.id, id: q.id, error: e.message }); count++; opts.onProgress?.(count, total, resumed); }
+      for (const q of todo) {
+        record({ item: item.id, id: q.id, error: e.message });
+        count++;
+        opts.onProgress?.(count, total, resumed);
+      }
       continue;
     }
     for (const q of todo) {
@@ -137,17 +170,28 @@ export async function runEval(model: LisaModel | null, items: EvalItem[], opts: 
           pred = await predictionMask(join(opts.predictions!, `${q.id}.png`), image.height, image.width);
         } else {
           const prompt = validationPrompt(q);
-          const seg = opts.protocol === 'teacher-forced'
-            ? await teacherForcedMasks(model!, enc!, prompt)
-            : (await generatedMasks(model!, enc!, prompt, { maxNewTokens: opts.maxNewTokens ?? 512 })).seg;
+          const seg =
+            opts.protocol === 'teacher-forced'
+              ? await teacherForcedMasks(model!, enc!, prompt)
+              : (await generatedMasks(model!, enc!, prompt, { maxNewTokens: opts.maxNewTokens ?? 512 })).seg;
           noSeg = seg.predEmbeddings.length === 0;
           const hw = image.height * image.width;
           const logits = seg.predMasks.data as Float32Array;
           pred = noSeg ? new Uint8Array(hw) : Uint8Array.from(logits.subarray(0, hw), (v) => (v > 0 ? 1 : 0));
         }
-        if (opts.saveMasks && opts.protocol !== 'predictions') await saveMask(join(opts.saveMasks, `${q.id}.png`), pred, image.width, image.height);
+        if (opts.saveMasks && opts.protocol !== 'predictions')
+          await saveMask(join(opts.saveMasks, `${q.id}.png`), pred, image.width, image.height);
         const s = intersectionAndUnion(pred, gt);
-        record({ item: item.id, id: q.id, text: q.text, isSentence: q.isSentence, intersection: s.intersection, union: s.union, ...(noSeg !== undefined ? { noSeg } : {}), ms: Math.round(performance.now() - t0) });
+        record({
+          item: item.id,
+          id: q.id,
+          text: q.text,
+          isSentence: q.isSentence,
+          intersection: s.intersection,
+          union: s.union,
+          ...(noSeg !== undefined ? { noSeg } : {}),
+          ms: Math.round(performance.now() - t0),
+        });
       } catch (e) {
         if (!(e instanceof LisaError)) throw e;
         record({ item: item.id, id: q.id, error: e.message });
@@ -168,7 +212,10 @@ export async function runEval(model: LisaModel | null, items: EvalItem[], opts: 
 export function summarize(records: QueryRecord[], items: EvalItem[], protocol: Protocol): EvalReport {
   const byId = new Map(records.map((r) => [r.id, r]));
   const meters = { overall: new IouMeter(), short: new IouMeter(), long: new IouMeter() };
-  let shortN = 0, longN = 0, scored = 0, noSeg = 0;
+  let shortN = 0,
+    longN = 0,
+    scored = 0,
+    noSeg = 0;
   const errors: { id: string; error: string }[] = [];
   for (const item of items) {
     const groups: Record<'overall' | 'short' | 'long', MaskStats[]> = { overall: [], short: [], long: [] };
@@ -176,32 +223,44 @@ export function summarize(records: QueryRecord[], items: EvalItem[], protocol: P
     for (const id of ids) {
       const r = byId.get(id);
       if (!r) continue;
-      if (r.error || !r.intersection || !r.union) { errors.push({ id, error: r.error ?? 'no result' }); continue; }
+      if (r.error || !r.intersection || !r.union) {
+        errors.push({ id, error: r.error ?? 'no result' });
+        continue;
+      }
       const stats: MaskStats = { intersection: r.intersection, union: r.union, target: [0, 0] };
       groups.overall.push(stats);
       (r.isSentence ? groups.long : groups.short).push(stats);
-      if (r.isSentence) longN++; else shortN++;
+      if (r.isSentence) longN++;
+      else shortN++;
       scored++;
       if (r.noSeg) noSeg++;
     }
     for (const k of ['overall', 'short', 'long'] as const) meters[k].add(groups[k]);
   }
   return {
-    protocol, queries: items.reduce((n, it) => n + Math.max(1, it.queries.length), 0), scored, errors, noSeg,
-    overall: meters.overall.summary(), short: shortN ? meters.short.summary() : null, long: longN ? meters.long.summary() : null,
+    protocol,
+    queries: items.reduce((n, it) => n + Math.max(1, it.queries.length), 0),
+    scored,
+    errors,
+    noSeg,
+    overall: meters.overall.summary(),
+    short: shortN ? meters.short.summary() : null,
+    long: longN ? meters.long.summary() : null,
   };
 }
 
 export function markdownReport(r: EvalReport): string {
   const cell = (s: IouSummary | null): string => (s ? `${pct(s.giou)} | ${pct(s.ciou)}` : '– | –');
   const lines = [
-    `Protocol: ${r.protocol}. Queries: ${r.queries}, scored: ${r.scored}, errors: ${r.errors.length}${r.protocol === 'generate' ? `, answers without [SEG]: ${r.noSeg}` : ''}.`,
+    `Protocol: ${r.protocol}. Queries: ${r.queries}, scored: ${r.scored}, errors: ` +
+      `${r.errors.length}${r.protocol === 'generate' ? `, answers without [SEG]: ${r.noSeg}` : ''}.`,
     '',
     '| | short gIoU | short cIoU | long gIoU | long cIoU | overall gIoU | overall cIoU |',
     '|---|---|---|---|---|---|---|',
     `| lisa-ts | ${cell(r.short)} | ${cell(r.long)} | ${cell(r.overall)} |`,
     '',
-    `Raw sums (foreground): intersection ${r.overall.intersectionSum[1]}, union ${r.overall.unionSum[1]}, masks ${r.overall.masks}, images ${r.overall.samples}.`,
+    `Raw sums (foreground): intersection ${r.overall.intersectionSum[1]}, union ${r.overall.unionSum[1]}, masks ` +
+      `${r.overall.masks}, images ${r.overall.samples}.`,
   ];
   if (r.errors.length) lines.push('', 'Errors:', ...r.errors.slice(0, 50).map((e) => `- ${e.id}: ${e.error}`));
   return lines.join('\n') + '\n';

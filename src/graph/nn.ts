@@ -40,9 +40,14 @@ export interface AttentionOptions {
  * grouped-query attention repeats each kv head H/Hkv times, as HF's repeat_kv). Softmax in float32.
  */
 export function attention(g: Graph, q: Value, k: Value, v: Value, opts: AttentionOptions = {}): Value {
-  const heads = q.shape[1] as number, kvHeads = k.shape[1] as number, headDim = q.shape[3] as number;
+  const heads = q.shape[1] as number,
+    kvHeads = k.shape[1] as number,
+    headDim = q.shape[3] as number;
   if (heads % kvHeads !== 0) throw new Error(`attention: ${heads} query heads do not divide into ${kvHeads} kv heads`);
-  if (kvHeads !== heads) { k = repeatKv(g, k, heads / kvHeads); v = repeatKv(g, v, heads / kvHeads); }
+  if (kvHeads !== heads) {
+    k = repeatKv(g, k, heads / kvHeads);
+    v = repeatKv(g, v, heads / kvHeads);
+  }
   let scores = g.matmul(q, g.transpose(k, [0, 1, 3, 2]));
   if (opts.scale === undefined) scores = g.div(scores, g.scalar(Math.sqrt(headDim)));
   else if (opts.scale !== 1) scores = g.mul(scores, g.scalar(opts.scale));
@@ -61,7 +66,9 @@ export function attention(g: Graph, q: Value, k: Value, v: Value, opts: Attentio
  * probability-weighted sum. GQA groups the H/Hkv query heads of each kv head (HF's repeat_kv order).
  */
 export function cachedAttention(g: Graph, q: Value, kNew: Value, vNew: Value, pastK: Value, pastV: Value, pastMask: Value): Value {
-  const heads = q.shape[1] as number, kvHeads = kNew.shape[1] as number, hd = q.shape[3] as number;
+  const heads = q.shape[1] as number,
+    kvHeads = kNew.shape[1] as number,
+    hd = q.shape[3] as number;
   if (heads % kvHeads !== 0) throw new Error(`attention: ${heads} query heads do not divide into ${kvHeads} kv heads`);
   const n = heads / kvHeads;
   // GQA: [B, H, S, D] → [B, Hkv, n, S, D] against keys [B, Hkv, 1, T, D] (broadcast, not repeated).
@@ -71,16 +78,19 @@ export function cachedAttention(g: Graph, q: Value, kNew: Value, vNew: Value, pa
   const root = g.scalar(Math.sqrt(hd));
   const sPast = g.add(g.div(g.matmul(qx, kT(pastK)), root), pastMask);
   const sNew = g.add(g.div(g.matmul(qx, kT(kNew)), root), causalMask(g, kNew, kNew));
-  const mPast = g.reduceMax(sPast, [-1]), mNew = g.reduceMax(sNew, [-1]);
+  const mPast = g.reduceMax(sPast, [-1]),
+    mNew = g.reduceMax(sNew, [-1]);
   const m = g.where(g.greater(mPast, mNew), mPast, mNew);
-  const ePast = g.exp(g.sub(sPast, m)), eNew = g.exp(g.sub(sNew, m));
+  const ePast = g.exp(g.sub(sPast, m)),
+    eNew = g.exp(g.sub(sNew, m));
   const z = g.add(g.reduceSum(ePast, [-1]), g.reduceSum(eNew, [-1]));
   const out = g.div(g.add(g.matmul(ePast, grouped(pastV)), g.matmul(eNew, grouped(vNew))), z);
   return n === 1 ? out : g.reshape(out, [0, heads, -1, hd]);
 }
 
 function repeatKv(g: Graph, x: Value, n: number): Value {
-  const h = x.shape[1] as number, d = x.shape[3] as number;
+  const h = x.shape[1] as number,
+    d = x.shape[3] as number;
   const e = g.expand(g.unsqueeze(x, [2]), [1, 1, n, 1, 1]);
   return g.reshape(e, [0, h * n, -1, d]);
 }
@@ -126,7 +136,12 @@ export function applyRotary(g: Graph, x: Value, cos: Value, sin: Value): Value {
  * int64 position ids [B, S]; same maths as `rotary` in the non-interleaved layout.
  */
 export function rotaryFused(g: Graph, x: Value, positionIds: Value, cosCache: Value, sinCache: Value, numHeads: number): Value {
-  return g.node('RotaryEmbedding', [x, positionIds, cosCache, sinCache], { interleaved: attr.i(0), num_heads: attr.i(numHeads) }, MS_DOMAIN)[0]!;
+  return g.node(
+    'RotaryEmbedding',
+    [x, positionIds, cosCache, sinCache],
+    { interleaved: attr.i(0), num_heads: attr.i(numHeads) },
+    MS_DOMAIN,
+  )[0]!;
 }
 
 /**
@@ -138,7 +153,8 @@ export function rotaryFused(g: Graph, x: Value, positionIds: Value, cosCache: Va
  */
 export function convTransposePatches(g: Graph, x: Value, weight: Value, bias: Value | null): Value {
   const [ci, co, k, k2] = weight.shape as number[];
-  if (k !== k2 || x.shape[2] !== ci) throw new Error(`convTransposePatches: weight ${JSON.stringify(weight.shape)} does not fit input ${JSON.stringify(x.shape)}`);
+  if (k !== k2 || x.shape[2] !== ci)
+    throw new Error(`convTransposePatches: weight ${JSON.stringify(weight.shape)} does not fit input ${JSON.stringify(x.shape)}`);
   const w = g.reshape(g.transpose(weight, [0, 2, 3, 1]), [ci!, k! * k! * co!]); // columns in (a, b, co) order
   let y = g.matmul(x, w);
   if (bias) y = g.add(y, g.reshape(g.expand(g.unsqueeze(bias, [0]), [k! * k!, co!]), [k! * k! * co!]));
@@ -150,9 +166,11 @@ export function convTransposePatches(g: Graph, x: Value, weight: Value, bias: Va
 /** SAM's window_partition: [B, H, W, C] → ([B*nW, ws, ws, C], padded H, W); pads bottom/right with zeros. */
 export function windowPartition(g: Graph, x: Value, ws: number): { windows: Value; hp: number; wp: number } {
   const [b, h, w, c] = x.shape as number[];
-  const padH = (ws - (h! % ws)) % ws, padW = (ws - (w! % ws)) % ws;
+  const padH = (ws - (h! % ws)) % ws,
+    padW = (ws - (w! % ws)) % ws;
   if (padH || padW) x = g.pad(x, [0, 0, 0, 0, 0, padH, padW, 0]);
-  const hp = h! + padH, wp = w! + padW;
+  const hp = h! + padH,
+    wp = w! + padW;
   const r = g.reshape(x, [b!, hp / ws, ws, wp / ws, ws, c!]);
   return { windows: g.reshape(g.transpose(r, [0, 1, 3, 2, 4, 5]), [-1, ws, ws, c!]), hp, wp };
 }
@@ -172,7 +190,8 @@ export function windowUnpartition(g: Graph, windows: Value, ws: number, hp: numb
  * has another length the official code first resizes it linearly; the model loader does that.)
  */
 export function relPosIndices(q: number, k: number): BigInt64Array {
-  const qScale = Math.max(k / q, 1), kScale = Math.max(q / k, 1);
+  const qScale = Math.max(k / q, 1),
+    kScale = Math.max(q / k, 1);
   const out = new BigInt64Array(q * k);
   for (let i = 0; i < q; i++) for (let j = 0; j < k; j++) out[i * k + j] = BigInt(Math.trunc(i * qScale - j * kScale + (k - 1) * kScale));
   return out;
@@ -183,8 +202,17 @@ export function relPosIndices(q: number, k: number): BigInt64Array {
  * rel_h[b,h,w,k] = Σc q[b,h,w,c]·Rh[h,k,c] and rel_w likewise over the width axis.
  * `q` is [B, q_h*q_w, C]; `relPosH` [2*q_h-1, C] and `relPosW` [2*q_w-1, C] are the stored tables.
  */
-export function addDecomposedRelPos(g: Graph, attn: Value, q: Value, relPosH: Value, relPosW: Value, qSize: [number, number], kSize: [number, number]): Value {
-  const [qh, qw] = qSize, [kh, kw] = kSize;
+export function addDecomposedRelPos(
+  g: Graph,
+  attn: Value,
+  q: Value,
+  relPosH: Value,
+  relPosW: Value,
+  qSize: [number, number],
+  kSize: [number, number],
+): Value {
+  const [qh, qw] = qSize,
+    [kh, kw] = kSize;
   const c = q.shape[2] as number;
   const rh = g.gather(relPosH, g.constant('int64', [qh, kh], relPosIndices(qh, kh))); // [qh, kh, C]
   const rw = g.gather(relPosW, g.constant('int64', [qw, kw], relPosIndices(qw, kw))); // [qw, kw, C]
@@ -203,14 +231,33 @@ export function addDecomposedRelPos(g: Graph, attn: Value, q: Value, relPosH: Va
  * Adds were 22 % of the encoder's time). Same result as addDecomposedRelPos(matmul(q·s, kᵀ), q, …).
  * `q`, `k` are [B, qh·qw, C] and [B, kh·kw, C].
  */
-export function relPosAttentionScores(g: Graph, q: Value, k: Value, scale: number, relPosH: Value, relPosW: Value, qSize: [number, number], kSize: [number, number]): Value {
+export function relPosAttentionScores(
+  g: Graph,
+  q: Value,
+  k: Value,
+  scale: number,
+  relPosH: Value,
+  relPosW: Value,
+  qSize: [number, number],
+  kSize: [number, number],
+): Value {
   const [qAug, kAugT] = relPosAugmented(g, q, k, scale, relPosH, relPosW, qSize, kSize);
   return g.matmul(qAug, kAugT);
 }
 
 /** The two factors of relPosAttentionScores: [q·s, relH, relW] and [k, onehot(kh), onehot(kw)]ᵀ. */
-function relPosAugmented(g: Graph, q: Value, k: Value, scale: number, relPosH: Value, relPosW: Value, qSize: [number, number], kSize: [number, number]): [Value, Value] {
-  const [qh, qw] = qSize, [kh, kw] = kSize;
+function relPosAugmented(
+  g: Graph,
+  q: Value,
+  k: Value,
+  scale: number,
+  relPosH: Value,
+  relPosW: Value,
+  qSize: [number, number],
+  kSize: [number, number],
+): [Value, Value] {
+  const [qh, qw] = qSize,
+    [kh, kw] = kSize;
   const c = q.shape[2] as number;
   const rh = g.gather(relPosH, g.constant('int64', [qh, kh], relPosIndices(qh, kh))); // [qh, kh, C]
   const rw = g.gather(relPosW, g.constant('int64', [qw, kw], relPosIndices(qw, kw))); // [qw, kw, C]
@@ -220,11 +267,12 @@ function relPosAugmented(g: Graph, q: Value, k: Value, scale: number, relPosH: V
   const qAug = g.concat([g.mul(q, g.scalar(scale)), relH, relW], 2);
   // Key j = (jh, jw) gets one-hot columns for jh and jw.
   const onehot = new Float32Array(kh * kw * (kh + kw));
-  for (let jh = 0; jh < kh; jh++) for (let jw = 0; jw < kw; jw++) {
-    const row = (jh * kw + jw) * (kh + kw);
-    onehot[row + jh] = 1;
-    onehot[row + kh + jw] = 1;
-  }
+  for (let jh = 0; jh < kh; jh++)
+    for (let jw = 0; jw < kw; jw++) {
+      const row = (jh * kw + jw) * (kh + kw);
+      onehot[row + jh] = 1;
+      onehot[row + kh + jw] = 1;
+    }
   const oh = g.expandTo(g.constant('float32', [1, kh * kw, kh + kw], onehot), [g.dimOf(k, 0), kh * kw, kh + kw]);
   return [qAug, g.transpose(g.concat([k, oh], 2), [0, 2, 1])];
 }
@@ -235,12 +283,24 @@ function relPosAugmented(g: Graph, q: Value, k: Value, scale: number, relPosH: V
  * chunk at a time (ViT-H's global blocks: 1 GiB each whole, ×2 with the softmax output) — this is what keeps
  * SAM's encoder inside the memory budget beside a resident LLM.
  */
-export function relPosAttention(g: Graph, q: Value, k: Value, v: Value, scale: number, relPosH: Value, relPosW: Value, qSize: [number, number], kSize: [number, number], queryChunks = 1): Value {
+export function relPosAttention(
+  g: Graph,
+  q: Value,
+  k: Value,
+  v: Value,
+  scale: number,
+  relPosH: Value,
+  relPosW: Value,
+  qSize: [number, number],
+  kSize: [number, number],
+  queryChunks = 1,
+): Value {
   const [qAug, kAugT] = relPosAugmented(g, q, k, scale, relPosH, relPosW, qSize, kSize);
   const rows = qSize[0] * qSize[1];
   const n = Math.max(1, Math.min(queryChunks, rows));
   if (n === 1) return g.matmul(g.softmax(g.matmul(qAug, kAugT), -1), v);
-  const step = Math.ceil(rows / n), parts: Value[] = [];
+  const step = Math.ceil(rows / n),
+    parts: Value[] = [];
   for (let start = 0; start < rows; start += step) {
     const qc = g.slice(qAug, [start], [Math.min(rows, start + step)], [1]);
     parts.push(g.matmul(g.softmax(g.matmul(qc, kAugT), -1), v));

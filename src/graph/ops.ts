@@ -14,7 +14,10 @@ export interface ShapeContext {
   fresh(): string;
 }
 
-export interface OutType { dtype: DType; shape: Shape }
+export interface OutType {
+  dtype: DType;
+  shape: Shape;
+}
 
 /**
  * Builds the gradient nodes for one node: given d(loss)/d(outputs) (null where an output does not reach the
@@ -36,7 +39,9 @@ export const ONNX_OPSET = 20;
 export const MS_DOMAIN = 'com.microsoft';
 
 const schemas = new Map<string, OpSchema>();
-export function schemaKey(domain: string, op: string): string { return `${domain}::${op}`; }
+export function schemaKey(domain: string, op: string): string {
+  return `${domain}::${op}`;
+}
 export function getSchema(domain: string, op: string): OpSchema {
   const s = schemas.get(schemaKey(domain, op));
   if (!s) throw new Error(`op ${domain || 'ai.onnx'}.${op} has no schema in src/graph/ops.ts`);
@@ -78,7 +83,10 @@ export function broadcastShapes(op: string, ...shapes: Shape[]): Dim[] {
     for (const s of shapes) {
       const x = s[s.length - rank + i] ?? 1;
       if (x === 1) continue;
-      if (d === 1) { d = x; continue; }
+      if (d === 1) {
+        d = x;
+        continue;
+      }
       if (typeof d === 'number' && typeof x === 'number' && d !== x) throw new Error(`${op}: cannot broadcast ${JSON.stringify(shapes)}`);
       if (typeof d === 'string' && typeof x === 'number') d = x; // a symbol that must equal a number
     }
@@ -94,22 +102,63 @@ function sumDims(a: Dim, b: Dim, ctx: ShapeContext): Dim {
 // ---- elementwise ---------------------------------------------------------------------------------------
 
 for (const op of ['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min']) {
-  define(op, (ins) => [{ dtype: req(ins[0]!, op, 0).dtype, shape: broadcastShapes(op, req(ins[0]!, op, 0).shape, req(ins[1]!, op, 1).shape) }]);
+  define(op, (ins) => [
+    { dtype: req(ins[0]!, op, 0).dtype, shape: broadcastShapes(op, req(ins[0]!, op, 0).shape, req(ins[1]!, op, 1).shape) },
+  ]);
 }
 for (const op of ['BitShift', 'BitwiseAnd', 'BitwiseOr']) {
-  define(op, (ins) => [{ dtype: req(ins[0]!, op, 0).dtype, shape: broadcastShapes(op, req(ins[0]!, op, 0).shape, req(ins[1]!, op, 1).shape) }]);
+  define(op, (ins) => [
+    { dtype: req(ins[0]!, op, 0).dtype, shape: broadcastShapes(op, req(ins[0]!, op, 0).shape, req(ins[1]!, op, 1).shape) },
+  ]);
 }
 for (const op of ['Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual']) {
   define(op, (ins) => [{ dtype: 'bool', shape: broadcastShapes(op, req(ins[0]!, op, 0).shape, req(ins[1]!, op, 1).shape) }]);
 }
-define('Where', (ins) => [{ dtype: req(ins[1]!, 'Where', 1).dtype, shape: broadcastShapes('Where', req(ins[0]!, 'Where', 0).shape, ins[1]!.shape, req(ins[2]!, 'Where', 2).shape) }]);
-for (const op of ['Relu', 'Sigmoid', 'Tanh', 'Erf', 'Exp', 'Log', 'Sqrt', 'Neg', 'Abs', 'Sign', 'Cos', 'Sin', 'Reciprocal', 'Identity', 'Not', 'Gelu', 'Softmax', 'LogSoftmax']) {
+define('Where', (ins) => [
+  {
+    dtype: req(ins[1]!, 'Where', 1).dtype,
+    shape: broadcastShapes('Where', req(ins[0]!, 'Where', 0).shape, ins[1]!.shape, req(ins[2]!, 'Where', 2).shape),
+  },
+]);
+for (const op of [
+  'Relu',
+  'Sigmoid',
+  'Tanh',
+  'Erf',
+  'Exp',
+  'Log',
+  'Sqrt',
+  'Neg',
+  'Abs',
+  'Sign',
+  'Cos',
+  'Sin',
+  'Reciprocal',
+  'Identity',
+  'Not',
+  'Gelu',
+  'Softmax',
+  'LogSoftmax',
+]) {
   define(op, (ins) => [{ dtype: req(ins[0]!, op, 0).dtype, shape: ins[0]!.shape }]);
 }
 define('QuickGelu', (ins) => [{ dtype: req(ins[0]!, 'QuickGelu', 0).dtype, shape: ins[0]!.shape }], MS_DOMAIN, 1);
 
-const ONNX_DTYPE_BY_CODE: Readonly<Record<number, DType>> = { 1: 'float32', 2: 'uint8', 3: 'int8', 5: 'int16', 6: 'int32', 7: 'int64', 9: 'bool', 10: 'float16', 11: 'float64', 16: 'bfloat16' };
-export const ONNX_DTYPE_CODE: Readonly<Record<DType, number>> = Object.fromEntries(Object.entries(ONNX_DTYPE_BY_CODE).map(([k, v]) => [v, Number(k)])) as Record<DType, number>;
+const ONNX_DTYPE_BY_CODE: Readonly<Record<number, DType>> = {
+  1: 'float32',
+  2: 'uint8',
+  3: 'int8',
+  5: 'int16',
+  6: 'int32',
+  7: 'int64',
+  9: 'bool',
+  10: 'float16',
+  11: 'float64',
+  16: 'bfloat16',
+};
+export const ONNX_DTYPE_CODE: Readonly<Record<DType, number>> = Object.fromEntries(
+  Object.entries(ONNX_DTYPE_BY_CODE).map(([k, v]) => [v, Number(k)]),
+) as Record<DType, number>;
 define('Cast', (ins, attrs) => {
   const to = ONNX_DTYPE_BY_CODE[intAttr(attrs, 'to', 0)];
   if (!to) throw new Error('Cast: unknown "to"');
@@ -119,21 +168,28 @@ define('Cast', (ins, attrs) => {
 // ---- linear algebra ------------------------------------------------------------------------------------
 
 define('MatMul', (ins) => {
-  const a = req(ins[0]!, 'MatMul', 0), b = req(ins[1]!, 'MatMul', 1);
+  const a = req(ins[0]!, 'MatMul', 0),
+    b = req(ins[1]!, 'MatMul', 1);
   if (a.shape.length < 2 || b.shape.length < 2) throw new Error('MatMul: operands must be at least 2-D here');
   const batch = broadcastShapes('MatMul', a.shape.slice(0, -2), b.shape.slice(0, -2));
   return [{ dtype: a.dtype, shape: [...batch, a.shape[a.shape.length - 2]!, b.shape[b.shape.length - 1]!] }];
 });
 define('Gemm', (ins, attrs) => {
-  const a = req(ins[0]!, 'Gemm', 0), b = req(ins[1]!, 'Gemm', 1);
+  const a = req(ins[0]!, 'Gemm', 0),
+    b = req(ins[1]!, 'Gemm', 1);
   const m = intAttr(attrs, 'transA', 0) ? a.shape[1]! : a.shape[0]!;
   const n = intAttr(attrs, 'transB', 0) ? b.shape[0]! : b.shape[1]!;
   return [{ dtype: a.dtype, shape: [m, n] }];
 });
-define('MatMulNBits', (ins, attrs) => {
-  const a = req(ins[0]!, 'MatMulNBits', 0);
-  return [{ dtype: a.dtype, shape: [...a.shape.slice(0, -1), intAttr(attrs, 'N', 0)] }];
-}, MS_DOMAIN, 1);
+define(
+  'MatMulNBits',
+  (ins, attrs) => {
+    const a = req(ins[0]!, 'MatMulNBits', 0);
+    return [{ dtype: a.dtype, shape: [...a.shape.slice(0, -1), intAttr(attrs, 'N', 0)] }];
+  },
+  MS_DOMAIN,
+  1,
+);
 
 // ---- shape manipulation --------------------------------------------------------------------------------
 
@@ -147,7 +203,8 @@ define('Reshape', (ins, _attrs, ctx) => {
     const total = x.shape.reduce<number | null>((p, d) => (p !== null && typeof d === 'number' ? p * d : null), 1);
     const known = out.reduce<number | null>((p, d, i) => (i === minus ? p : p !== null && typeof d === 'number' ? p * d : null), 1);
     out[minus] = total !== null && known !== null ? total / known : ctx.fresh();
-    if (typeof out[minus] === 'number' && !Number.isInteger(out[minus])) throw new Error(`Reshape: ${JSON.stringify(x.shape)} does not fit ${JSON.stringify(spec)}`);
+    if (typeof out[minus] === 'number' && !Number.isInteger(out[minus]))
+      throw new Error(`Reshape: ${JSON.stringify(x.shape)} does not fit ${JSON.stringify(spec)}`);
   }
   return [{ dtype: x.dtype, shape: out }];
 });
@@ -158,22 +215,34 @@ define('Transpose', (ins, attrs) => {
 });
 define('Slice', (ins, _attrs, ctx) => {
   const x = req(ins[0]!, 'Slice', 0);
-  const starts = ctx.constInts(ins[1] ?? null), ends = ctx.constInts(ins[2] ?? null);
-  const axes = ins[3] ? ctx.constInts(ins[3]) : starts?.map((_, i) => i) ?? null;
-  const steps = ins[4] ? ctx.constInts(ins[4]) : starts?.map(() => 1) ?? null;
+  const starts = ctx.constInts(ins[1] ?? null),
+    ends = ctx.constInts(ins[2] ?? null);
+  const axes = ins[3] ? ctx.constInts(ins[3]) : (starts?.map((_, i) => i) ?? null);
+  const steps = ins[4] ? ctx.constInts(ins[4]) : (starts?.map(() => 1) ?? null);
   const shape: Dim[] = [...x.shape];
   if (!starts || !ends || !axes || !steps) return [{ dtype: x.dtype, shape: shape.map(() => ctx.fresh()) }];
   axes.forEach((ax, i) => {
     const a = normAxis(ax, x.shape.length, 'Slice');
     const d = x.shape[a]!;
-    if (typeof d !== 'number') { shape[a] = ctx.fresh(); return; }
+    if (typeof d !== 'number') {
+      shape[a] = ctx.fresh();
+      return;
+    }
     const step = steps[i]!;
     const clamp = (v: number, lo: number, hi: number): number => Math.min(Math.max(v, lo), hi);
-    let s = starts[i]!, e = ends[i]!;
+    let s = starts[i]!,
+      e = ends[i]!;
     if (s < 0) s += d;
     if (e < 0) e += d;
-    if (step > 0) { s = clamp(s, 0, d); e = clamp(e, 0, d); shape[a] = Math.max(0, Math.ceil((e - s) / step)); }
-    else { s = clamp(s, 0, d - 1); e = clamp(e, -1, d - 1); shape[a] = Math.max(0, Math.ceil((e - s) / step)); }
+    if (step > 0) {
+      s = clamp(s, 0, d);
+      e = clamp(e, 0, d);
+      shape[a] = Math.max(0, Math.ceil((e - s) / step));
+    } else {
+      s = clamp(s, 0, d - 1);
+      e = clamp(e, -1, d - 1);
+      shape[a] = Math.max(0, Math.ceil((e - s) / step));
+    }
   });
   return [{ dtype: x.dtype, shape }];
 });
@@ -185,7 +254,8 @@ define('Concat', (ins, attrs, ctx) => {
   return [{ dtype: xs[0]!.dtype, shape }];
 });
 define('Gather', (ins, attrs) => {
-  const x = req(ins[0]!, 'Gather', 0), idx = req(ins[1]!, 'Gather', 1);
+  const x = req(ins[0]!, 'Gather', 0),
+    idx = req(ins[1]!, 'Gather', 1);
   const a = normAxis(intAttr(attrs, 'axis', 0), x.shape.length, 'Gather');
   return [{ dtype: x.dtype, shape: [...x.shape.slice(0, a), ...idx.shape, ...x.shape.slice(a + 1)] }];
 });
@@ -237,7 +307,9 @@ for (const op of ['ReduceMean', 'ReduceSum', 'ReduceMax']) {
     if (!axes) throw new Error(`${op}: axes must be constant`);
     const norm = axes.map((a) => normAxis(a, x.shape.length, op));
     const keep = intAttr(attrs, 'keepdims', 1);
-    return [{ dtype: x.dtype, shape: keep ? x.shape.map((d, i) => (norm.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !norm.includes(i)) }];
+    return [
+      { dtype: x.dtype, shape: keep ? x.shape.map((d, i) => (norm.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !norm.includes(i)) },
+    ];
   });
 }
 
@@ -245,12 +317,18 @@ for (const op of ['ReduceMean', 'ReduceSum', 'ReduceMax']) {
 
 define('LayerNormalization', (ins) => [{ dtype: req(ins[0]!, 'LayerNormalization', 0).dtype, shape: ins[0]!.shape }]);
 // ORT registers RMSNorm in the default ONNX domain (a historical quirk), at version 1.
-define('SimplifiedLayerNormalization', (ins) => [{ dtype: req(ins[0]!, 'SimplifiedLayerNormalization', 0).dtype, shape: ins[0]!.shape }], '', 1);
+define(
+  'SimplifiedLayerNormalization',
+  (ins) => [{ dtype: req(ins[0]!, 'SimplifiedLayerNormalization', 0).dtype, shape: ins[0]!.shape }],
+  '',
+  1,
+);
 
 // ---- convolution and resampling ------------------------------------------------------------------------
 
 function convOut(op: string, ins: readonly (Value | null)[], attrs: Attrs, transpose: boolean): OutType[] {
-  const x = req(ins[0]!, op, 0), w = req(ins[1]!, op, 1);
+  const x = req(ins[0]!, op, 0),
+    w = req(ins[1]!, op, 1);
   const nsp = x.shape.length - 2;
   const k = intsAttr(attrs, 'kernel_shape') ?? w.shape.slice(2).map(Number);
   const strides = intsAttr(attrs, 'strides') ?? k.map(() => 1);
@@ -262,10 +340,15 @@ function convOut(op: string, ins: readonly (Value | null)[], attrs: Attrs, trans
   const spatial: Dim[] = [];
   for (let i = 0; i < nsp; i++) {
     const d = x.shape[2 + i]!;
-    if (typeof d !== 'number') { spatial.push(`${op}_${i}`); continue; }
-    spatial.push(transpose
-      ? strides[i]! * (d - 1) + outPad[i]! + ((k[i]! - 1) * dil[i]! + 1) - pads[i]! - pads[i + nsp]!
-      : Math.floor((d + pads[i]! + pads[i + nsp]! - dil[i]! * (k[i]! - 1) - 1) / strides[i]!) + 1);
+    if (typeof d !== 'number') {
+      spatial.push(`${op}_${i}`);
+      continue;
+    }
+    spatial.push(
+      transpose
+        ? strides[i]! * (d - 1) + outPad[i]! + ((k[i]! - 1) * dil[i]! + 1) - pads[i]! - pads[i + nsp]!
+        : Math.floor((d + pads[i]! + pads[i + nsp]! - dil[i]! * (k[i]! - 1) - 1) / strides[i]!) + 1,
+    );
   }
   return [{ dtype: x.dtype, shape: [x.shape[0]!, channels, ...spatial] }];
 }

@@ -17,28 +17,65 @@ export class ProtoWriter {
     if (n > this.cur.length) this.cur = Buffer.allocUnsafe(Math.max(n, 1 << 16));
   }
   private flush(): void {
-    if (this.pos > 0) { this.chunks.push(Buffer.from(this.cur.subarray(0, this.pos))); this.pos = 0; }
+    if (this.pos > 0) {
+      this.chunks.push(Buffer.from(this.cur.subarray(0, this.pos)));
+      this.pos = 0;
+    }
   }
   private varintRaw(v: number | bigint): void {
     this.ensure(10);
     let x = BigInt.asUintN(64, BigInt(v));
-    if (x < 0x80n) { this.cur[this.pos++] = Number(x); this.total++; return; }
-    while (x >= 0x80n) { this.cur[this.pos++] = Number(x & 0x7fn) | 0x80; x >>= 7n; this.total++; }
-    this.cur[this.pos++] = Number(x); this.total++;
+    if (x < 0x80n) {
+      this.cur[this.pos++] = Number(x);
+      this.total++;
+      return;
+    }
+    while (x >= 0x80n) {
+      this.cur[this.pos++] = Number(x & 0x7fn) | 0x80;
+      x >>= 7n;
+      this.total++;
+    }
+    this.cur[this.pos++] = Number(x);
+    this.total++;
   }
-  private tag(field: number, wire: number): void { this.varintRaw((field << 3) | wire); }
+  private tag(field: number, wire: number): void {
+    this.varintRaw((field << 3) | wire);
+  }
 
-  get length(): number { return this.total; }
+  get length(): number {
+    return this.total;
+  }
 
-  varint(field: number, v: number | bigint): this { this.tag(field, 0); this.varintRaw(v); return this; }
-  float(field: number, v: number): this { this.tag(field, 5); this.ensure(4); this.cur.writeFloatLE(v, this.pos); this.pos += 4; this.total += 4; return this; }
+  varint(field: number, v: number | bigint): this {
+    this.tag(field, 0);
+    this.varintRaw(v);
+    return this;
+  }
+  float(field: number, v: number): this {
+    this.tag(field, 5);
+    this.ensure(4);
+    this.cur.writeFloatLE(v, this.pos);
+    this.pos += 4;
+    this.total += 4;
+    return this;
+  }
   bytes(field: number, b: Uint8Array): this {
-    this.tag(field, 2); this.varintRaw(b.byteLength);
-    if (b.byteLength > 4096) { this.flush(); this.chunks.push(b); } else { this.ensure(b.byteLength); this.cur.set(b, this.pos); this.pos += b.byteLength; }
+    this.tag(field, 2);
+    this.varintRaw(b.byteLength);
+    if (b.byteLength > 4096) {
+      this.flush();
+      this.chunks.push(b);
+    } else {
+      this.ensure(b.byteLength);
+      this.cur.set(b, this.pos);
+      this.pos += b.byteLength;
+    }
     this.total += b.byteLength;
     return this;
   }
-  string(field: number, s: string): this { return this.bytes(field, Buffer.from(s, 'utf8')); }
+  string(field: number, s: string): this {
+    return this.bytes(field, Buffer.from(s, 'utf8'));
+  }
   message(field: number, build: (w: ProtoWriter) => void): this {
     const w = new ProtoWriter();
     build(w);
@@ -55,14 +92,16 @@ export type ProtoField = { where?: string } & (
   | { field: number; wire: 0; value: bigint }
   | { field: number; wire: 1; value: Uint8Array }
   | { field: number; wire: 2; value: Uint8Array }
-  | { field: number; wire: 5; value: Uint8Array });
+  | { field: number; wire: 5; value: Uint8Array }
+);
 
 /** Splits a message into its fields, in order; nested messages stay bytes until asked for. */
 export function readFields(buf: Uint8Array, where: string): ProtoField[] {
   const out: ProtoField[] = [];
   let p = 0;
   const varint = (): bigint => {
-    let x = 0n, shift = 0n;
+    let x = 0n,
+      shift = 0n;
     for (;;) {
       if (p >= buf.length) throw new LisaError(`${where}: protobuf varint runs past the end`);
       const b = buf[p++]!;
@@ -73,16 +112,22 @@ export function readFields(buf: Uint8Array, where: string): ProtoField[] {
     }
   };
   const take = (n: number): Uint8Array => {
-    if (n < 0 || p + n > buf.length) throw new LisaError(`${where}: protobuf field runs past the end (${n} bytes at ${p} of ${buf.length})`);
-    const v = buf.subarray(p, p + n); p += n; return v;
+    if (n < 0 || p + n > buf.length)
+      throw new LisaError(`${where}: protobuf field runs past the end (${n} bytes at ${p} of ${buf.length})`);
+    const v = buf.subarray(p, p + n);
+    p += n;
+    return v;
   };
   while (p < buf.length) {
     const key = Number(varint());
-    const field = key >>> 3, wire = key & 7;
+    const field = key >>> 3,
+      wire = key & 7;
     if (wire === 0) out.push({ field, wire, value: varint(), where });
     else if (wire === 1) out.push({ field, wire, value: take(8), where });
-    else if (wire === 2) { const n = varint(); out.push({ field, wire, value: take(n > BigInt(buf.length) ? buf.length + 1 : Number(n)), where }); }
-    else if (wire === 5) out.push({ field, wire, value: take(4), where });
+    else if (wire === 2) {
+      const n = varint();
+      out.push({ field, wire, value: take(n > BigInt(buf.length) ? buf.length + 1 : Number(n)), where });
+    } else if (wire === 5) out.push({ field, wire, value: take(4), where });
     else throw new LisaError(`${where}: protobuf wire type ${wire} is not supported`);
   }
   return out;
@@ -129,7 +174,8 @@ function readPacked(buf: Uint8Array, where: string): number[] {
   const out: number[] = [];
   let p = 0;
   while (p < buf.length) {
-    let x = 0n, shift = 0n;
+    let x = 0n,
+      shift = 0n;
     for (;;) {
       if (p >= buf.length) throw new LisaError(`${where}: packed varint runs past the end`);
       const b = buf[p++]!;

@@ -18,7 +18,10 @@ export interface EngineOptions {
   threads?: number;
   /** onnxruntime execution providers, in order of preference. Default: ['cpu']. */
   executionProviders?: string[];
-  /** onnxruntime's CPU memory arena. Default off: SAM's 1 GiB attention intermediates otherwise stay resident (measured: SAM ViT-H peak RSS 6.5 GiB off vs ~20 GiB total on, and faster). */
+  /**
+   * onnxruntime's CPU memory arena. Default off: SAM's 1 GiB attention intermediates otherwise stay resident
+   * (measured: SAM ViT-H peak RSS 6.5 GiB off vs ~20 GiB total on, and faster).
+   */
   memoryArena?: boolean;
   /** Called as a compile writes converted weights into the cache (graph name, weights done, total). */
   onWrite?: (graph: string, done: number, total: number) => void;
@@ -40,7 +43,9 @@ export function cachedPromise<K, V>(cache: Map<K, Promise<V>>, key: K, make: () 
   let p = cache.get(key);
   if (!p) {
     const made = make();
-    made.catch(() => { if (cache.get(key) === made) cache.delete(key); });
+    made.catch(() => {
+      if (cache.get(key) === made) cache.delete(key);
+    });
     cache.set(key, made);
     p = made;
   }
@@ -87,7 +92,9 @@ export class Engine {
       const code = (e as NodeJS.ErrnoException).code;
       // A full disk, a quota or a read-only cache: one clear line (the staging folder and temp files are gone).
       if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EROFS' || code === 'EACCES' || code === 'EPERM') {
-        throw new LisaError(`${this.cacheDir}: cannot write the cache (${code}) while building ${graph.name}; free space there or give another --cache-dir`);
+        throw new LisaError(
+          `${this.cacheDir}: cannot write the cache (${code}) while building ${graph.name}; free space there or give another --cache-dir`,
+        );
       }
       throw e;
     }
@@ -195,7 +202,8 @@ function planLayout(graph: Graph, staging: string, store: string, progress: (don
       if (!existsSync(stored) || statSync(stored).size !== src.byteLength) {
         progress(converted, computed.length);
         const bytes = src.produce();
-        if (bytes.byteLength !== src.byteLength) throw new Error(`computed weight ${init.value.name} produced ${bytes.byteLength} bytes, expected ${src.byteLength}`);
+        if (bytes.byteLength !== src.byteLength)
+          throw new Error(`computed weight ${init.value.name} produced ${bytes.byteLength} bytes, expected ${src.byteLength}`);
         writeAtomic(stored, [bytes]);
       }
       converted++;
@@ -238,10 +246,15 @@ function writeData(path: string, items: { offset: number; init: Initializer }[])
       if (src.kind === 'bytes') bytes = src.bytes;
       else if (src.kind === 'computed') {
         bytes = src.produce();
-        if (bytes.byteLength !== src.byteLength) throw new Error(`computed weight ${init.value.name} produced ${bytes.byteLength} bytes, expected ${src.byteLength}`);
+        if (bytes.byteLength !== src.byteLength)
+          throw new Error(`computed weight ${init.value.name} produced ${bytes.byteLength} bytes, expected ${src.byteLength}`);
       } else {
         const f = new RandomAccessFile(src.span.path);
-        try { bytes = f.read(src.span.offset, src.span.length, init.value.name); } finally { f.close(); }
+        try {
+          bytes = f.read(src.span.offset, src.span.length, init.value.name);
+        } finally {
+          f.close();
+        }
       }
       let done = 0;
       while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done, offset + done);
@@ -252,7 +265,15 @@ function writeData(path: string, items: { offset: number; init: Initializer }[])
 }
 
 const ORT_TYPES: Partial<Record<DType, ort.Tensor.Type>> = {
-  float32: 'float32', float16: 'float16', float64: 'float64', int64: 'int64', int32: 'int32', int16: 'int16', int8: 'int8', uint8: 'uint8', bool: 'bool',
+  float32: 'float32',
+  float16: 'float16',
+  float64: 'float64',
+  int64: 'int64',
+  int32: 'int32',
+  int16: 'int16',
+  int8: 'int8',
+  uint8: 'uint8',
+  bool: 'bool',
 };
 
 /** An open onnxruntime session on a compiled graph, fed and fetched by the graph's value names. */

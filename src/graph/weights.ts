@@ -10,7 +10,10 @@ import type { Value } from './ir.js';
  * so changing a conversion (a rounding rule, a layout) rebuilds its cached bytes instead of silently reusing them.
  */
 export function codeVersion(...fns: readonly ((...args: never[]) => unknown)[]): string {
-  return createHash('sha256').update(fns.map((f) => f.toString()).join('\n')).digest('hex').slice(0, 12);
+  return createHash('sha256')
+    .update(fns.map((f) => f.toString()).join('\n'))
+    .digest('hex')
+    .slice(0, 12);
 }
 
 /** The source tensor's identity for a cache key: its file (size, mtime), name and dtype. */

@@ -22,10 +22,15 @@ export async function decodeImage(input: string | Uint8Array, name = typeof inpu
   let bytes: Uint8Array;
   if (typeof input === 'string') {
     let st: ReturnType<typeof statSync>;
-    try { st = statSync(input); } catch { throw new LisaError(`${input}: no such image file`); }
+    try {
+      st = statSync(input);
+    } catch {
+      throw new LisaError(`${input}: no such image file`);
+    }
     if (!st.isFile()) throw new LisaError(`${input}: is a folder, not an image file`);
     const size = st.size;
-    if (size > MAX_IMAGE_FILE_BYTES) throw new LisaError(`${input}: ${size} bytes is larger than the ${MAX_IMAGE_FILE_BYTES}-byte limit for an image`);
+    if (size > MAX_IMAGE_FILE_BYTES)
+      throw new LisaError(`${input}: ${size} bytes is larger than the ${MAX_IMAGE_FILE_BYTES}-byte limit for an image`);
     bytes = readFileSync(input);
   } else bytes = input;
   let meta: sharp.Metadata;
@@ -35,8 +40,12 @@ export async function decodeImage(input: string | Uint8Array, name = typeof inpu
     throw new LisaError(`${name}: not a readable image (${(e as Error).message.split('\n')[0]}); expected JPEG, PNG or WebP`);
   }
   if (!meta.width || !meta.height) throw new LisaError(`${name}: image has no pixels (${meta.width ?? 0}x${meta.height ?? 0})`);
-  if (!['jpeg', 'png', 'webp'].includes(meta.format ?? '')) throw new LisaError(`${name}: ${meta.format} images are not supported; expected JPEG, PNG or WebP`);
-  if (meta.width * meta.height > MAX_IMAGE_PIXELS) throw new LisaError(`${name}: image is ${meta.width}x${meta.height}, larger than the limit of ${MAX_IMAGE_PIXELS.toLocaleString('en-US')} pixels`);
+  if (!['jpeg', 'png', 'webp'].includes(meta.format ?? ''))
+    throw new LisaError(`${name}: ${meta.format} images are not supported; expected JPEG, PNG or WebP`);
+  if (meta.width * meta.height > MAX_IMAGE_PIXELS)
+    throw new LisaError(
+      `${name}: image is ${meta.width}x${meta.height}, larger than the limit of ${MAX_IMAGE_PIXELS.toLocaleString('en-US')} pixels`,
+    );
   try {
     const { data, info } = await sharp(bytes, { limitInputPixels: MAX_IMAGE_PIXELS, failOn: 'error', ignoreIcc: true })
       .rotate() // EXIF orientation, as imread applies it

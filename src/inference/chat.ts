@@ -24,7 +24,10 @@ export interface SegmentOptions {
   signal?: AbortSignal;
   /** Teacher forcing: masks for this answer's [SEG] tokens, nothing generated (as the official validation). */
   answer?: string;
-  /** SAM prompts in original-image pixels; with a question they join each [SEG] as extra sparse tokens (LISA's prompt encoder), alone they are plain SAM. */
+  /**
+   * SAM prompts in original-image pixels; with a question they join each [SEG] as extra sparse tokens (LISA's prompt
+   * encoder), alone they are plain SAM.
+   */
   points?: PointPrompt[];
   box?: BoxPrompt;
   /** Visual prompts only: pick the best of SAM's 3 multimask outputs (default: for a single point). */
@@ -60,21 +63,35 @@ export interface SegmentResult {
  * it also keeps the KV cache of the prompt up to and including the image, which every new conversation
  * about it starts with.
  */
-export interface EncodedImage { key: string; encoding: ImageEncoding; prefix?: { ids: number[]; cache: KvCache } }
+export interface EncodedImage {
+  key: string;
+  encoding: ImageEncoding;
+  prefix?: { ids: number[]; cache: KvCache };
+}
 
-function now(): number { return performance.now(); }
+function now(): number {
+  return performance.now();
+}
 
 /** Decodes, checks and encodes images, remembering the last few so follow-up questions skip CLIP and SAM. */
 export class ImageCache {
   private readonly entries = new Map<string, EncodedImage>();
-  constructor(private readonly model: LisaModel, private readonly capacity = 4) {}
+  constructor(
+    private readonly model: LisaModel,
+    private readonly capacity = 4,
+  ) {}
 
   async get(input: ImageInput): Promise<{ image: EncodedImage; encodeMs: number }> {
     const rgb = typeof input === 'string' || input instanceof Uint8Array ? await decodeImage(input) : input;
-    if (rgb.width < 1 || rgb.height < 1 || rgb.data.length !== rgb.width * rgb.height * 3) throw new LisaError(`image must be non-empty 8-bit RGB, got ${rgb.width}x${rgb.height} with ${rgb.data.length} bytes`);
+    if (rgb.width < 1 || rgb.height < 1 || rgb.data.length !== rgb.width * rgb.height * 3)
+      throw new LisaError(`image must be non-empty 8-bit RGB, got ${rgb.width}x${rgb.height} with ${rgb.data.length} bytes`);
     const key = createHash('sha256').update(rgb.data).update(`${rgb.width}x${rgb.height}`).digest('hex');
     const hit = this.entries.get(key);
-    if (hit) { this.entries.delete(key); this.entries.set(key, hit); return { image: hit, encodeMs: 0 }; }
+    if (hit) {
+      this.entries.delete(key);
+      this.entries.set(key, hit);
+      return { image: hit, encodeMs: 0 };
+    }
     const t = now();
     const image = { key, encoding: await this.model.encodeImage(rgb) };
     this.entries.set(key, image);
@@ -95,9 +112,14 @@ export class ChatSession {
   private cache: KvCache | null = null;
   private cachedIds: number[] = [];
 
-  constructor(private readonly model: LisaModel, private readonly images: ImageCache) {}
+  constructor(
+    private readonly model: LisaModel,
+    private readonly images: ImageCache,
+  ) {}
 
-  get hasImage(): boolean { return this.image !== null; }
+  get hasImage(): boolean {
+    return this.image !== null;
+  }
 
   /** Switches to a new image and clears the history. */
   async setImage(input: ImageInput): Promise<number> {
@@ -120,7 +142,10 @@ export class ChatSession {
    */
   prompt(question: string, opts: Pick<SegmentOptions, 'answer'> = {}): { user: Message; ids: number[] } {
     const model = this.model;
-    const user: Message = { role: 'USER', content: this.messages.length === 0 ? imageQuestion(question, model.config.mmUseImStartEnd) : question };
+    const user: Message = {
+      role: 'USER',
+      content: this.messages.length === 0 ? imageQuestion(question, model.config.mmUseImStartEnd) : question,
+    };
     const ids = model.tokenizer.encodeWithImage(llavaV1Prompt([...this.messages, user, { role: 'ASSISTANT', content: opts.answer ?? '' }]));
     checkContext(model, ids.length - 1 + imageRows(model), ids.length, this.messages.length > 0);
     return { user, ids };
@@ -130,7 +155,9 @@ export class ChatSession {
     const t0 = now();
     if (!this.image) throw new LisaError('no image: give one before asking (chat sessions are about an image)');
     if (!question.trim()) throw new LisaError('the question is empty');
-    const model = this.model, enc = this.image.encoding, tok = model.tokenizer;
+    const model = this.model,
+      enc = this.image.encoding,
+      tok = model.tokenizer;
     const first = this.messages.length === 0;
     const teacher = opts.answer !== undefined;
     const { user, ids } = this.prompt(question, opts);
@@ -147,7 +174,9 @@ export class ChatSession {
     const t1 = now();
     const prefill = await llmForward(model.llm, spliced.embeds.subarray(reuse * H), spliced.length - reuse, past, false, 'last');
     const t2 = now();
-    let tokens: number[] = [], segHidden = new Float32Array(0), segIndexes: number[] = [];
+    let tokens: number[] = [],
+      segHidden = new Float32Array(0),
+      segIndexes: number[] = [];
     let stopped: SegmentResult['stopped'] = 'teacher_forced';
     if (teacher) {
       // [SEG]s of the given answer: positions after the prompt part, the hidden state before each.
@@ -169,18 +198,25 @@ export class ChatSession {
         maxNewTokens: Math.min(opts.maxNewTokens ?? 512, model.config.llama.maxPositionEmbeddings - spliced.length),
         sampling: opts.sampling ?? null,
         ...(opts.signal ? { signal: opts.signal } : {}),
-        ...(onText ? {
-          onToken: (id: number): void => {
-            if (id === model.config.llama.eosTokenId) return;
-            streamed.push(id);
-            const text = tok.decode(streamed).trimStart();
-            if (!text.endsWith('\uFFFD') && text.startsWith(emitted) && text.length > emitted.length) { onText(text.slice(emitted.length)); emitted = text; }
-          },
-        } : {}),
+        ...(onText
+          ? {
+              onToken: (id: number): void => {
+                if (id === model.config.llama.eosTokenId) return;
+                streamed.push(id);
+                const text = tok.decode(streamed).trimStart();
+                if (!text.endsWith('\uFFFD') && text.startsWith(emitted) && text.length > emitted.length) {
+                  onText(text.slice(emitted.length));
+                  emitted = text;
+                }
+              },
+            }
+          : {}),
       });
       tokens = gen.tokens;
       stopped = gen.stopped;
-      tokens.forEach((id, i) => { if (id === model.segTokenIdx) segIndexes.push(i); });
+      tokens.forEach((id, i) => {
+        if (id === model.segTokenIdx) segIndexes.push(i);
+      });
       segHidden = new Float32Array(segIndexes.length * H);
       segIndexes.forEach((i, j) => segHidden.set(gen.producerHidden.subarray(i * H, (i + 1) * H), j * H));
       segIndexes = segIndexes.map((_, j) => j);
@@ -199,8 +235,21 @@ export class ChatSession {
     const masks = await this.masksFor(segHidden, segIndexes, opts);
     const t4 = now();
     return {
-      text, masks, noTarget: segIndexes.length === 0, tokens, stopped,
-      timings: { encodeImageMs: encodeMs, prefillMs: t2 - t1, generateMs: t3 - t2, masksMs: t4 - t3, totalMs: t4 - t0 + encodeMs, promptTokens: spliced.length, newTokens: teacher ? 0 : tokens.length, reusedPositions: reuse },
+      text,
+      masks,
+      noTarget: segIndexes.length === 0,
+      tokens,
+      stopped,
+      timings: {
+        encodeImageMs: encodeMs,
+        prefillMs: t2 - t1,
+        generateMs: t3 - t2,
+        masksMs: t4 - t3,
+        totalMs: t4 - t0 + encodeMs,
+        promptTokens: spliced.length,
+        newTokens: teacher ? 0 : tokens.length,
+        reusedPositions: reuse,
+      },
     };
   }
 
@@ -215,14 +264,16 @@ export class ChatSession {
     const enc = this.image!.encoding;
     const [oh, ow] = enc.originalSize;
     const [nh, nw] = samResizeShape(oh, ow, this.model.samConfig.imgSize);
-    const sx = nw / ow, sy = nh / oh;
+    const sx = nw / ow,
+      sy = nh / oh;
     const points = (opts.points ?? []).map((p) => {
       if (!(p.x >= 0 && p.x < ow && p.y >= 0 && p.y < oh)) throw new LisaError(`point (${p.x}, ${p.y}) is outside the ${ow}x${oh} image`);
       return { x: p.x * sx, y: p.y * sy, label: p.label };
     });
     const b = opts.box;
     if (b && !(b.x1 < b.x2 && b.y1 < b.y2)) throw new LisaError(`box (${b.x1}, ${b.y1}, ${b.x2}, ${b.y2}) must have x1 < x2 and y1 < y2`);
-    if (b && !(b.x1 >= 0 && b.y1 >= 0 && b.x2 <= ow && b.y2 <= oh)) throw new LisaError(`box (${b.x1}, ${b.y1}, ${b.x2}, ${b.y2}) is outside the ${ow}x${oh} image`);
+    if (b && !(b.x1 >= 0 && b.y1 >= 0 && b.x2 <= ow && b.y2 <= oh))
+      throw new LisaError(`box (${b.x1}, ${b.y1}, ${b.x2}, ${b.y2}) is outside the ${ow}x${oh} image`);
     if (points.length === 0 && !b) return { tokens: 0, data: new Float32Array(0) };
     return this.model.sam.promptEncoder.embedPrompts(points, b ? { x1: b.x1 * sx, y1: b.y1 * sy, x2: b.x2 * sx, y2: b.y2 * sy } : null);
   }
@@ -237,6 +288,13 @@ export class ChatSession {
     const seg = await segmentFromHidden(this.model, this.image.encoding, new Float32Array(0), 0, visual, multimask);
     const masks = toSegMasks(seg.predMasks, seg.iouPredictions, [-1]);
     const t = now() - t0;
-    return { text: '', masks, noTarget: false, tokens: [], stopped: 'teacher_forced', timings: { encodeImageMs: 0, prefillMs: 0, generateMs: 0, masksMs: t, totalMs: t, promptTokens: 0, newTokens: 0, reusedPositions: 0 } };
+    return {
+      text: '',
+      masks,
+      noTarget: false,
+      tokens: [],
+      stopped: 'teacher_forced',
+      timings: { encodeImageMs: 0, prefillMs: 0, generateMs: 0, masksMs: t, totalMs: t, promptTokens: 0, newTokens: 0, reusedPositions: 0 },
+    };
   }
 }

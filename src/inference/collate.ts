@@ -4,12 +4,20 @@ import type { LlamaTokenizer } from '../text/tokenizer.js';
 import { IGNORE_INDEX } from './multimodal.js';
 
 /** One single- or multi-turn conversation about an image: user turns ("<image>\n…" first) and answers. */
-export interface Conversation { turns: { question: string; answer: string }[] }
+export interface Conversation {
+  turns: { question: string; answer: string }[];
+}
 
 /** train_ds.py's --model_max_length: 512 after image expansion, 257 ids before it. */
 export const MODEL_MAX_LENGTH = 512;
 
-export interface Collated { inputIds: number[]; labels: number[]; attentionMask: number[]; text: string; truncated: boolean }
+export interface Collated {
+  inputIds: number[];
+  labels: number[];
+  attentionMask: number[];
+  text: string;
+  truncated: boolean;
+}
 
 /**
  * LISA's collate_fn for one conversation (utils/dataset.py:29-160, LLaVA's preprocess for llava_v1): the
@@ -18,8 +26,17 @@ export interface Collated { inputIds: number[]; labels: number[]; attentionMask:
  * `</s>`; truncation to maxLength − (imageRows − 1) ids, as the official training collate does after padding
  * (inference and validation pass Infinity: they do not truncate).
  */
-export function collateConversation(tok: LlamaTokenizer, conv: Conversation, imageRows = 256, useImStartEnd = true, maxLength = MODEL_MAX_LENGTH): Collated {
-  const messages = conv.turns.flatMap((t) => [{ role: 'USER' as const, content: t.question }, { role: 'ASSISTANT' as const, content: t.answer }]);
+export function collateConversation(
+  tok: LlamaTokenizer,
+  conv: Conversation,
+  imageRows = 256,
+  useImStartEnd = true,
+  maxLength = MODEL_MAX_LENGTH,
+): Collated {
+  const messages = conv.turns.flatMap((t) => [
+    { role: 'USER' as const, content: t.question },
+    { role: 'ASSISTANT' as const, content: t.answer },
+  ]);
   const text = wrapImageTokens(llavaV1Prompt(messages), useImStartEnd);
   const ids = tok.encodeWithImage(text);
   const labels = [...ids];
@@ -29,7 +46,8 @@ export function collateConversation(tok: LlamaTokenizer, conv: Conversation, ima
   for (const rou of text.split('</s>')) {
     if (rou === '') break;
     const parts = rou.split(sep);
-    if (parts.length !== 2) throw new LisaError(`conversation round does not split into instruction and answer at "${sep}": ${rou.slice(0, 80)}`);
+    if (parts.length !== 2)
+      throw new LisaError(`conversation round does not split into instruction and answer at "${sep}": ${rou.slice(0, 80)}`);
     const roundLen = tok.encodeWithImage(rou).length;
     const instructionLen = tok.encodeWithImage(parts[0] + sep).length - 2;
     for (let i = cur; i < Math.min(cur + instructionLen, labels.length); i++) labels[i] = IGNORE_INDEX;

@@ -21,7 +21,11 @@ export interface DumpOptions {
   gtMasks?: Uint8Array[];
 }
 
-interface ArrayEntry { file: string; dtype: DType; shape: number[] }
+interface ArrayEntry {
+  file: string;
+  dtype: DType;
+  shape: number[];
+}
 
 /**
  * Runs the official code paths (chat.py + evaluate, optionally a forced [SEG], optionally model_forward with
@@ -37,7 +41,12 @@ export function isDumpFolder(dir: string): boolean {
   }
 }
 
-export async function dumpIntermediates(model: LisaModel, image: RgbImage, outDir: string, opts: DumpOptions): Promise<Record<string, unknown>> {
+export async function dumpIntermediates(
+  model: LisaModel,
+  image: RgbImage,
+  outDir: string,
+  opts: DumpOptions,
+): Promise<Record<string, unknown>> {
   const tmp = `${outDir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
@@ -48,16 +57,24 @@ export async function dumpIntermediates(model: LisaModel, image: RgbImage, outDi
   };
   const i64 = (xs: readonly number[]): BigInt64Array => BigInt64Array.from(xs, BigInt);
   const c = model.config.llama;
-  const H = c.hiddenSize, V = c.vocabSize;
+  const H = c.hiddenSize,
+    V = c.vocabSize;
   const [oh, ow] = [image.height, image.width];
   try {
     const enc = await model.encodeImage(image, { clipHiddenStates: true });
-    const crop = model.clipPreprocess.cropSize, s = model.samConfig.imgSize, rows = imageRows(model);
+    const crop = model.clipPreprocess.cropSize,
+      s = model.samConfig.imgSize,
+      rows = imageRows(model);
     put('image_rgb', 'uint8', [oh, ow, 3], image.data);
     put('clip_pixel_values', 'float32', [1, 3, crop, crop], enc.clipPixels);
     put('sam_resized_rgb', 'uint8', [enc.resize[0], enc.resize[1], 3], enc.samResized.data);
     put('sam_pixel_values', 'float32', [1, 3, s, s], samNormalizePad(enc.samResized, s));
-    put('clip_hidden_states_all', 'float32', [model.clipConfig.numLayers + 1, rows + 1, model.clipConfig.hiddenSize], enc.clipHiddenStates!);
+    put(
+      'clip_hidden_states_all',
+      'float32',
+      [model.clipConfig.numLayers + 1, rows + 1, model.clipConfig.hiddenSize],
+      enc.clipHiddenStates!,
+    );
     put('clip_image_features', 'float32', [1, rows, model.clipConfig.hiddenSize], enc.clipFeatures);
     put('mm_projector_out', 'float32', [1, rows, H], enc.projected);
     put('sam_image_embeddings', 'float32', [...enc.samEmbeddings.shape], enc.samEmbeddings.data);
@@ -70,8 +87,13 @@ export async function dumpIntermediates(model: LisaModel, image: RgbImage, outDi
     chat.prefill.layers.forEach((l, i) => layers.set(l, i * L * H));
     put('llm_layer_outputs', 'float32', [c.numLayers, L, H], layers);
     put('llm_final_hidden', 'float32', [L, H], chat.prefill.hidden);
-    const am: number[] = [], lse = new Float32Array(L);
-    for (let p = 0; p < L; p++) { const row = chat.prefill.logits.subarray(p * V, (p + 1) * V); am.push(argmax(row)); lse[p] = logSumExp(row); }
+    const am: number[] = [],
+      lse = new Float32Array(L);
+    for (let p = 0; p < L; p++) {
+      const row = chat.prefill.logits.subarray(p * V, (p + 1) * V);
+      am.push(argmax(row));
+      lse[p] = logSumExp(row);
+    }
     put('prompt_logits_argmax', 'int64', [L], i64(am));
     put('prompt_logits_logsumexp', 'float32', [L], lse);
     const last = Math.min(4, L);
@@ -111,7 +133,12 @@ export async function dumpIntermediates(model: LisaModel, image: RgbImage, outDi
       put('forced_low_res_masks', 'float32', [...f.seg.lowResMasks.shape], f.seg.lowResMasks.data);
       put('forced_iou_predictions', 'float32', [n, 1], f.seg.iouPredictions);
       put('forced_pred_masks', 'float32', [n, oh, ow], f.seg.predMasks.data);
-      manifest.forced_seg = { forced_new_token_indexes: opts.forceSegAt, new_token_ids: f.generation.tokens, seg_positions: f.segPositions, text_output: f.text };
+      manifest.forced_seg = {
+        forced_new_token_indexes: opts.forceSegAt,
+        new_token_ids: f.generation.tokens,
+        seg_positions: f.segPositions,
+        text_output: f.text,
+      };
     }
 
     if (opts.answer !== undefined) {
@@ -123,23 +150,37 @@ export async function dumpIntermediates(model: LisaModel, image: RgbImage, outDi
         all.set(m, i * pixels);
       });
       const t = await trainForward(model, enc, opts.question, opts.answer, gt.length ? all : null, true);
-      const Lt = t.step.hidden.length / H, n = t.seg.predEmbeddings.length / model.sam.promptEncoder.embedDim;
+      const Lt = t.step.hidden.length / H,
+        n = t.seg.predEmbeddings.length / model.sam.promptEncoder.embedDim;
       put('train_input_ids', 'int64', [1, t.ids.length], i64(t.ids));
       put('train_labels', 'int64', [1, t.labels.length], i64(t.labels));
-      put('train_attention_masks', 'uint8', [1, t.ids.length], Uint8Array.from(t.ids, (id) => (id !== 0 ? 1 : 0)));
+      put(
+        'train_attention_masks',
+        'uint8',
+        [1, t.ids.length],
+        Uint8Array.from(t.ids, (id) => (id !== 0 ? 1 : 0)),
+      );
       const hs = new Float32Array((c.numLayers + 1) * Lt * H);
       hs.set(t.input.embeds, 0); // hidden_states[0] = inputs_embeds
       t.step.layers.slice(0, -1).forEach((l, i) => hs.set(l, (i + 1) * Lt * H));
       hs.set(t.step.hidden, c.numLayers * Lt * H);
       put('train_llm_hidden_states', 'float32', [c.numLayers + 1, Lt, H], hs);
       put('train_text_hidden_fcs_out', 'float32', [Lt, model.sam.promptEncoder.embedDim], await model.textHiddenFcs(t.step.hidden, Lt));
-      put('train_seg_token_mask', 'uint8', [1, Lt], Uint8Array.from(t.segMask, (b) => (b ? 1 : 0)));
+      put(
+        'train_seg_token_mask',
+        'uint8',
+        [1, Lt],
+        Uint8Array.from(t.segMask, (b) => (b ? 1 : 0)),
+      );
       put('train_seg_hidden', 'float32', [n, H], t.seg.segHidden);
       put('train_pred_embeddings', 'float32', [n, model.sam.promptEncoder.embedDim], t.seg.predEmbeddings);
       put('train_sparse_embeddings', 'float32', [n, 1, model.sam.promptEncoder.embedDim], t.seg.predEmbeddings);
-      const grid = s / model.samConfig.patchSize, e = model.sam.promptEncoder.embedDim;
+      const grid = s / model.samConfig.patchSize,
+        e = model.sam.promptEncoder.embedDim;
       const dense = new Float32Array(n * e * grid * grid);
-      for (let i = 0; i < n; i++) for (let ch = 0; ch < e; ch++) dense.fill(model.sam.promptEncoder.noMaskEmbed[ch]!, (i * e + ch) * grid * grid, (i * e + ch + 1) * grid * grid);
+      for (let i = 0; i < n; i++)
+        for (let ch = 0; ch < e; ch++)
+          dense.fill(model.sam.promptEncoder.noMaskEmbed[ch]!, (i * e + ch) * grid * grid, (i * e + ch + 1) * grid * grid);
       put('train_dense_embeddings', 'float32', [n, e, grid, grid], dense);
       put('train_image_pe', 'float32', [1, e, grid, grid], model.imagePe());
       put('no_mask_embed', 'float32', [e], model.sam.promptEncoder.noMaskEmbed);

@@ -29,7 +29,8 @@ export function checkGenerateOptions(opts: GenerateOptions): void {
   if (m !== undefined && !(Number.isInteger(m) && m >= 1)) throw new LisaError(`maxNewTokens must be an integer >= 1, got ${m}`);
   const sp = opts.sampling;
   if (!sp) return;
-  if (!(Number.isFinite(sp.temperature) && sp.temperature >= 0)) throw new LisaError(`temperature must be a number >= 0, got ${sp.temperature}`);
+  if (!(Number.isFinite(sp.temperature) && sp.temperature >= 0))
+    throw new LisaError(`temperature must be a number >= 0, got ${sp.temperature}`);
   if (!(Number.isFinite(sp.topP) && sp.topP > 0 && sp.topP <= 1)) throw new LisaError(`topP must be in (0, 1], got ${sp.topP}`);
   if (!Number.isInteger(sp.seed)) throw new LisaError(`seed must be an integer, got ${sp.seed}`);
 }
@@ -72,10 +73,14 @@ function sample(row: Float32Array, s: SamplingOptions, rand: () => number): numb
   const p = Float64Array.from(row, (v) => Math.exp(v / t - m));
   const z = p.reduce((a, b) => a + b, 0);
   order.sort((a, b) => p[b]! - p[a]!);
-  let cum = 0, keep = 0;
+  let cum = 0,
+    keep = 0;
   while (keep < order.length && (keep === 0 || cum < s.topP * z)) cum += p[order[keep++]!]!;
   let r = rand() * cum;
-  for (let i = 0; i < keep; i++) { r -= p[order[i]!]!; if (r <= 0) return order[i]!; }
+  for (let i = 0; i < keep; i++) {
+    r -= p[order[i]!]!;
+    if (r <= 0) return order[i]!;
+  }
   return order[keep - 1]!;
 }
 
@@ -86,7 +91,8 @@ function sample(row: Float32Array, s: SamplingOptions, rand: () => number): numb
  */
 export async function generate(lm: LlamaCausalLM, prefill: LlmStep, promptLength: number, opts: GenerateOptions = {}): Promise<Generation> {
   const c = lm.config;
-  const h = c.hiddenSize, v = c.vocabSize;
+  const h = c.hiddenSize,
+    v = c.vocabSize;
   const max = opts.maxNewTokens ?? 512;
   checkGenerateOptions(opts);
   const rand = opts.sampling ? mulberry32(opts.sampling.seed) : null;
@@ -99,14 +105,20 @@ export async function generate(lm: LlamaCausalLM, prefill: LlmStep, promptLength
   let lastLogits = prefill.logits.subarray((promptLength - 1 - prefill.logitsFrom) * v, (promptLength - prefill.logitsFrom) * v);
   let stopped: Generation['stopped'] = 'max_new_tokens';
   for (let i = 0; i < max; i++) {
-    if (opts.signal?.aborted) { stopped = 'cancelled'; break; }
+    if (opts.signal?.aborted) {
+      stopped = 'cancelled';
+      break;
+    }
     if (opts.keepStepLogits) stepLogits.push(new Float32Array(lastLogits));
     const forced = opts.forced?.get(i);
     const id = forced ?? (rand && opts.sampling ? sample(lastLogits, opts.sampling, rand) : argmax(lastLogits));
     tokens.push(id);
     producer.push(new Float32Array(lastHidden));
     opts.onToken?.(id, i);
-    if (id === c.eosTokenId) { stopped = 'eos'; break; }
+    if (id === c.eosTokenId) {
+      stopped = 'eos';
+      break;
+    }
     if (i === max - 1) break;
     const step = await llmForward(lm, lm.embedTokens([id]), 1, cache);
     cache = step.cache;
@@ -116,7 +128,10 @@ export async function generate(lm: LlamaCausalLM, prefill: LlmStep, promptLength
   }
   const allHidden = new Float32Array(hiddenRows.reduce((n, r) => n + r.length, 0));
   let o = 0;
-  for (const r of hiddenRows) { allHidden.set(r, o); o += r.length; }
+  for (const r of hiddenRows) {
+    allHidden.set(r, o);
+    o += r.length;
+  }
   const producerHidden = new Float32Array(producer.length * h);
   producer.forEach((r, i) => producerHidden.set(r, i * h));
   return { tokens, producerHidden, allHidden, stepLogits, stopped, cache };

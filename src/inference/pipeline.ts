@@ -31,7 +31,12 @@ export function checkContext(model: LisaModel, positions: number, tokens: number
   const max = model.config.llama.maxPositionEmbeddings;
   if (positions < max) return;
   const rows = imageRows(model);
-  throw new LisaError(`the ${conversation ? 'conversation' : 'prompt'} is ${positions} positions (${tokens} tokens + ${rows - 1} more for the image's ${rows} rows) but the model takes at most ${max}${conversation ? '; /reset to start the conversation over' : '; shorten the question'}`);
+  const what = conversation ? 'conversation' : 'prompt',
+    advice = conversation ? '/reset to start the conversation over' : 'shorten the question';
+  throw new LisaError(
+    `the ${what} is ${positions} positions (${tokens} tokens + ${rows - 1} more for the image's ${rows} rows) ` +
+      `but the model takes at most ${max}; ${advice}`,
+  );
 }
 
 /** Tokenises a full prompt (with one <image>) and splices the image's projected features in. */
@@ -52,7 +57,10 @@ export interface SegOutputs {
 }
 
 /** SAM's own prompts (points, a box) already embedded as sparse tokens, joined to every [SEG] token. */
-export interface VisualTokens { tokens: number; data: Float32Array }
+export interface VisualTokens {
+  tokens: number;
+  data: Float32Array;
+}
 const NO_VISUAL: VisualTokens = { tokens: 0, data: new Float32Array(0) };
 
 /**
@@ -62,11 +70,24 @@ const NO_VISUAL: VisualTokens = { tokens: 0, data: new Float32Array(0) };
  * true picks SAM's best of 1..3) → post-processing to the original size. With no [SEG] but visual prompts it is
  * plain SAM (one mask). Used by segment, chat, eval, dump and the server alike.
  */
-export async function segmentFromHidden(model: LisaModel, enc: ImageEncoding, segHidden: Float32Array, n: number, visual: VisualTokens = NO_VISUAL, multimask = false): Promise<SegOutputs> {
+export async function segmentFromHidden(
+  model: LisaModel,
+  enc: ImageEncoding,
+  segHidden: Float32Array,
+  n: number,
+  visual: VisualTokens = NO_VISUAL,
+  multimask = false,
+): Promise<SegOutputs> {
   const [h, w] = enc.originalSize;
   const prompts = n > 0 ? n : visual.tokens > 0 ? 1 : 0;
   if (prompts === 0) {
-    return { segHidden, predEmbeddings: new Float32Array(0), lowResMasks: f32([0, 1, 256, 256], new Float32Array(0)), iouPredictions: new Float32Array(0), predMasks: f32([0, h, w], new Float32Array(0)) };
+    return {
+      segHidden,
+      predEmbeddings: new Float32Array(0),
+      lowResMasks: f32([0, 1, 256, 256], new Float32Array(0)),
+      iouPredictions: new Float32Array(0),
+      predMasks: f32([0, h, w], new Float32Array(0)),
+    };
   }
   const e = model.sam.promptEncoder.embedDim;
   const predEmbeddings = n > 0 ? await model.textHiddenFcs(segHidden, n) : new Float32Array(0);
@@ -79,7 +100,13 @@ export async function segmentFromHidden(model: LisaModel, enc: ImageEncoding, se
   const { masks, iou } = await model.decodeMasks(enc.samEmbeddings, sparse, prompts, t);
   const { lowRes, scores } = selectMaskToken(masks, iou, multimask);
   const post = await model.postprocess(lowRes, enc);
-  return { segHidden, predEmbeddings, lowResMasks: lowRes, iouPredictions: scores, predMasks: f32([prompts, h, w], post.data as Float32Array) };
+  return {
+    segHidden,
+    predEmbeddings,
+    lowResMasks: lowRes,
+    iouPredictions: scores,
+    predMasks: f32([prompts, h, w], post.data as Float32Array),
+  };
 }
 
 function gatherRows(rows: Float32Array, positions: readonly number[], hidden: number): Float32Array {
@@ -105,7 +132,13 @@ export interface ChatRun {
  * chat.py + LISA.evaluate for one question (official semantics): prompt, greedy generation, every [SEG] in
  * the prompt and the output gives a mask from the hidden state before it.
  */
-export async function runChat(model: LisaModel, enc: ImageEncoding, question: string, opts: GenerateOptions = {}, debug = false): Promise<ChatRun> {
+export async function runChat(
+  model: LisaModel,
+  enc: ImageEncoding,
+  question: string,
+  opts: GenerateOptions = {},
+  debug = false,
+): Promise<ChatRun> {
   const input = preparePrompt(model, enc, chatPrompt(question, model.config.mmUseImStartEnd));
   const prefill = await llmForward(model.llm, input.embeds, input.length, undefined, debug, debug ? 'all' : 'last');
   const generation = await generate(model.llm, prefill, input.length, opts);
@@ -113,7 +146,10 @@ export async function runChat(model: LisaModel, enc: ImageEncoding, question: st
   const segPositions = segHiddenPositions(outputIds, model.segTokenIdx, imageRows(model));
   const h = model.config.llama.hiddenSize;
   const seg = await segmentFromHidden(model, enc, gatherRows(generation.allHidden, segPositions, h), segPositions.length);
-  const text = model.tokenizer.decode(outputIds.filter((id) => id !== -200)).replaceAll('\n', '').replaceAll('  ', ' ');
+  const text = model.tokenizer
+    .decode(outputIds.filter((id) => id !== -200))
+    .replaceAll('\n', '')
+    .replaceAll('  ', ' ');
   return { input, prefill, generation, outputIds, text, segPositions, seg };
 }
 
@@ -135,11 +171,27 @@ export interface TrainForward {
  * collated ids and labels, the LLM over the whole conversation, [SEG] hidden states → masks at the
  * ground-truth size, and the CE / BCE / Dice losses with LISA's weights. Inference only (no gradients).
  */
-export async function trainForward(model: LisaModel, enc: ImageEncoding, question: string, answer: string, gtMasks: Uint8Array | null, debug = false): Promise<TrainForward> {
+export async function trainForward(
+  model: LisaModel,
+  enc: ImageEncoding,
+  question: string,
+  answer: string,
+  gtMasks: Uint8Array | null,
+  debug = false,
+): Promise<TrainForward> {
   const user = imageQuestion(question, false); // "<image>\n…"; collate wraps <image> in <im_start>/<im_end>
-  const conversation = llavaV1Prompt([{ role: 'USER', content: user }, { role: 'ASSISTANT', content: answer }]);
+  const conversation = llavaV1Prompt([
+    { role: 'USER', content: user },
+    { role: 'ASSISTANT', content: answer },
+  ]);
   const rows = imageRows(model);
-  const collated = collateConversation(model.tokenizer, { turns: [{ question: user, answer }] }, rows, model.config.mmUseImStartEnd, Infinity);
+  const collated = collateConversation(
+    model.tokenizer,
+    { turns: [{ question: user, answer }] },
+    rows,
+    model.config.mmUseImStartEnd,
+    Infinity,
+  );
   const input = preparePrompt(model, enc, collated.text);
   const labels = collated.labels;
   const splicedLabels = spliceLabels(labels, input.ids, rows);
@@ -151,11 +203,17 @@ export async function trainForward(model: LisaModel, enc: ImageEncoding, questio
   const seg = await segmentFromHidden(model, enc, gatherRows(step.hidden, positions, h), positions.length);
   const ce = shiftedCrossEntropy(step.logits, splicedLabels, model.config.llama.vocabSize);
   const labelPositions: number[] = [];
-  splicedLabels.forEach((l, i) => { if (i > 0 && l !== IGNORE_INDEX) labelPositions.push(i); });
+  splicedLabels.forEach((l, i) => {
+    if (i > 0 && l !== IGNORE_INDEX) labelPositions.push(i);
+  });
   const [H, W] = enc.originalSize;
   let losses: LisaLosses;
   if (gtMasks) {
-    if (gtMasks.length !== positions.length * H * W) throw new LisaError(`${positions.length} [SEG] token(s) in the answer but ${gtMasks.length / (H * W)} ground-truth mask(s) of ${W}x${H}; LISA needs one per [SEG]`);
+    if (gtMasks.length !== positions.length * H * W)
+      throw new LisaError(
+        `${positions.length} [SEG] token(s) in the answer but ${gtMasks.length / (H * W)} ground-truth mask(s) of ${W}x${H}; ` +
+          `LISA needs one per [SEG]`,
+      );
     losses = lisaLosses(ce.loss, seg.predMasks.data as Float32Array, gtMasks, positions.length, H * W);
   } else losses = { loss: ce.loss, ce_loss: ce.loss, mask_bce_loss: NaN, mask_dice_loss: NaN, mask_loss: NaN };
   return { conversation, input, ids: input.ids, labels, splicedLabels, step, segMask, seg, labelPositions, losses };
@@ -165,16 +223,40 @@ export async function trainForward(model: LisaModel, enc: ImageEncoding, questio
  * The official validation's forward for one query (ValDataset + model_forward(inference=True)): the user
  * turn as given (with <image>), the answer teacher-forced, masks from every [SEG] of the answer.
  */
-export async function teacherForcedMasks(model: LisaModel, enc: ImageEncoding, userContent: string, answer = '[SEG].'): Promise<SegOutputs> {
-  const input = preparePrompt(model, enc, llavaV1Prompt([{ role: 'USER', content: wrapImageTokens(userContent, model.config.mmUseImStartEnd) }, { role: 'ASSISTANT', content: answer }]));
+export async function teacherForcedMasks(
+  model: LisaModel,
+  enc: ImageEncoding,
+  userContent: string,
+  answer = '[SEG].',
+): Promise<SegOutputs> {
+  const input = preparePrompt(
+    model,
+    enc,
+    llavaV1Prompt([
+      { role: 'USER', content: wrapImageTokens(userContent, model.config.mmUseImStartEnd) },
+      { role: 'ASSISTANT', content: answer },
+    ]),
+  );
   const step = await llmForward(model.llm, input.embeds, input.length, undefined, false, 'last');
   const positions = segHiddenPositions(input.ids, model.segTokenIdx, imageRows(model));
   return segmentFromHidden(model, enc, gatherRows(step.hidden, positions, model.config.llama.hiddenSize), positions.length);
 }
 
 /** The question through the chat template and greedy generation; the masks of the generated [SEG]s. */
-export async function generatedMasks(model: LisaModel, enc: ImageEncoding, userContent: string, opts: GenerateOptions = {}): Promise<{ tokens: number[]; seg: SegOutputs }> {
-  const input = preparePrompt(model, enc, llavaV1Prompt([{ role: 'USER', content: wrapImageTokens(userContent, model.config.mmUseImStartEnd) }, { role: 'ASSISTANT', content: '' }]));
+export async function generatedMasks(
+  model: LisaModel,
+  enc: ImageEncoding,
+  userContent: string,
+  opts: GenerateOptions = {},
+): Promise<{ tokens: number[]; seg: SegOutputs }> {
+  const input = preparePrompt(
+    model,
+    enc,
+    llavaV1Prompt([
+      { role: 'USER', content: wrapImageTokens(userContent, model.config.mmUseImStartEnd) },
+      { role: 'ASSISTANT', content: '' },
+    ]),
+  );
   const prefill = await llmForward(model.llm, input.embeds, input.length, undefined, false, 'last');
   const gen = await generate(model.llm, prefill, input.length, opts);
   const h = model.config.llama.hiddenSize;

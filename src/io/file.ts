@@ -1,4 +1,16 @@
-import { closeSync, fstatSync, openSync, readdirSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, type Stats } from 'node:fs';
+import {
+  closeSync,
+  fstatSync,
+  openSync,
+  readdirSync,
+  readSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+  type Stats,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { LisaError } from '../errors.js';
 
@@ -20,7 +32,10 @@ export class RandomAccessFile {
       throw new LisaError(code === 'ENOENT' ? `${path}: no such file` : `${path}: cannot open (${code ?? String(e)})`);
     }
     const st = fstatSync(this.fd);
-    if (!st.isFile()) { closeSync(this.fd); throw new LisaError(`${path}: not a regular file`); }
+    if (!st.isFile()) {
+      closeSync(this.fd);
+      throw new LisaError(`${path}: not a regular file`);
+    }
     this.size = st.size;
   }
 
@@ -28,7 +43,10 @@ export class RandomAccessFile {
   read(offset: number, length: number, what = 'data'): Buffer {
     if (this.fd === null) throw new Error(`${this.path} is closed`);
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
-      throw new LisaError(`${this.path}: ${what} at bytes ${offset}..${offset + length} lies outside the file (${this.size} bytes); the file is truncated or corrupt`);
+      throw new LisaError(
+        `${this.path}: ${what} at bytes ${offset}..${offset + length} lies outside the file (${this.size} bytes); the file is ` +
+          `truncated or corrupt`,
+      );
     }
     const buf = Buffer.allocUnsafe(length);
     let done = 0;
@@ -41,7 +59,10 @@ export class RandomAccessFile {
   }
 
   close(): void {
-    if (this.fd !== null) { closeSync(this.fd); this.fd = null; }
+    if (this.fd !== null) {
+      closeSync(this.fd);
+      this.fd = null;
+    }
   }
 }
 
@@ -50,7 +71,11 @@ export class RandomAccessFile {
  * created and removed in it or in its nearest existing parent). With `mustBeEmpty`, a non-empty folder is refused
  * unless `ownOutput` recognises it as a previous output of the same command (which may be replaced).
  */
-export function checkOutputDir(dir: string, flag: string, opts: { mustBeEmpty?: boolean; ownOutput?: (dir: string) => boolean } = {}): void {
+export function checkOutputDir(
+  dir: string,
+  flag: string,
+  opts: { mustBeEmpty?: boolean; ownOutput?: (dir: string) => boolean } = {},
+): void {
   const st = statOrNull(dir);
   if (st && !st.isDirectory()) throw new LisaError(`${flag} ${dir}: is a file, not a folder`);
   if (st && opts.mustBeEmpty && readdirSync(dir).length > 0 && !opts.ownOutput?.(dir)) {
@@ -73,7 +98,11 @@ export function checkOutputDir(dir: string, flag: string, opts: { mustBeEmpty?: 
   }
 }
 function statOrNull(p: string): Stats | null {
-  try { return statSync(p); } catch { return null; }
+  try {
+    return statSync(p);
+  } catch {
+    return null;
+  }
 }
 
 /** Writes chunks to `path` through a temp file and a rename, so a crash never leaves half a file. */
@@ -89,8 +118,16 @@ export function writeAtomic(path: string, chunks: readonly (Uint8Array | string)
     closeSync(fd);
     renameSync(tmp, path);
   } catch (e) {
-    try { closeSync(fd); } catch { /* already closed */ }
-    try { unlinkSync(tmp); } catch { /* nothing to clean */ }
+    try {
+      closeSync(fd);
+    } catch {
+      /* already closed */
+    }
+    try {
+      unlinkSync(tmp);
+    } catch {
+      /* nothing to clean */
+    }
     throw e;
   }
 }

@@ -26,7 +26,10 @@ export interface LisaLoadOptions extends EngineOptions {
   precision?: Precision;
   /** SAM's image encoder Linear layers: 'fp32' (default, the official numbers) or 'int8' (faster; see the notes on mask agreement). */
   samPrecision?: 'fp32' | 'int8';
-  /** The CLIP tower folder (openai/clip-vit-large-patch14 layout). Default: the config's vision_tower, resolved beside or inside the model folder. */
+  /**
+   * The CLIP tower folder (openai/clip-vit-large-patch14 layout). Default: the config's vision_tower, resolved beside
+   * or inside the model folder.
+   */
   visionTower?: string;
   /** Called as weights are opened and graphs are built. */
   onProgress?: (stage: string) => void;
@@ -44,7 +47,8 @@ export interface LisaLoadOptions extends EngineOptions {
  * tensor (it used to surface as "Add: cannot broadcast" from a graph builder).
  */
 function checkConfigAgainstWeights(dir: string, c: LisaConfig, ckpt: Checkpoint): void {
-  const l = c.llama, hd = l.hiddenSize / l.numHeads;
+  const l = c.llama,
+    hd = l.hiddenSize / l.numHeads;
   const want: [string, number[], string][] = [
     ['model.embed_tokens.weight', [l.vocabSize, l.hiddenSize], 'vocab_size, hidden_size'],
     ['model.layers.0.self_attn.q_proj.weight', [l.hiddenSize, l.hiddenSize], 'hidden_size'],
@@ -56,9 +60,15 @@ function checkConfigAgainstWeights(dir: string, c: LisaConfig, ckpt: Checkpoint)
   for (const [name, shape, fields] of want) {
     const t = ckpt.tensors.get(name);
     if (!t) throw new LisaError(`${dir}: checkpoint has no tensor ${name}`);
-    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) throw new LisaError(`${dir}/config.json: ${fields} give ${name} the shape [${shape.join(', ')}], but the checkpoint has [${t.shape.join(', ')}]`);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))
+      throw new LisaError(
+        `${dir}/config.json: ${fields} give ${name} the shape [${shape.join(', ')}], but the checkpoint has [${t.shape.join(', ')}]`,
+      );
   }
-  if (!ckpt.tensors.has(`model.layers.${l.numLayers - 1}.input_layernorm.weight`) || ckpt.tensors.has(`model.layers.${l.numLayers}.input_layernorm.weight`)) {
+  if (
+    !ckpt.tensors.has(`model.layers.${l.numLayers - 1}.input_layernorm.weight`) ||
+    ckpt.tensors.has(`model.layers.${l.numLayers}.input_layernorm.weight`)
+  ) {
     let n = 0;
     while (ckpt.tensors.has(`model.layers.${n}.input_layernorm.weight`)) n++;
     throw new LisaError(`${dir}/config.json: num_hidden_layers is ${l.numLayers} but the checkpoint has ${n} layers`);
@@ -121,15 +131,31 @@ export class LisaModel {
     this.samConfig = inferSamEncoderConfig(vm.sub('image_encoder'));
     this.engine = new Engine(opts);
     this.samQuant = opts.samPrecision === 'int8' ? INT8 : null;
-    this.sam = new SamMaskHead(this.ckpt, 'model.visual_model', this.engine, this.samConfig.imgSize, this.samConfig.imgSize / this.samConfig.patchSize);
+    this.sam = new SamMaskHead(
+      this.ckpt,
+      'model.visual_model',
+      this.engine,
+      this.samConfig.imgSize,
+      this.samConfig.imgSize / this.samConfig.patchSize,
+    );
     const precision = opts.precision ?? 'auto';
     const resolved = precision === 'auto' ? (llamaLinearParams(this.config.llama) > 1e9 ? 'int4' : 'fp32') : precision;
     this.precision = resolved;
-    this.llm = new LlamaCausalLM(this.config.llama, this.ckpt, this.engine, `llm_${resolved}`, resolved === 'int4' ? INT4 : resolved === 'int8' ? INT8 : null);
+    this.llm = new LlamaCausalLM(
+      this.config.llama,
+      this.ckpt,
+      this.engine,
+      `llm_${resolved}`,
+      resolved === 'int4' ? INT4 : resolved === 'int8' ? INT8 : null,
+    );
     const llm = this.config.llama;
     checkConfigAgainstWeights(dir, this.config, this.ckpt);
-    if (this.clipConfig.hiddenSize !== this.config.mmHiddenSize) throw new LisaError(`${clipDir}: CLIP width ${this.clipConfig.hiddenSize} does not match the model's mm_hidden_size ${this.config.mmHiddenSize}`);
-    if (this.tokenizer.vocabSize !== llm.vocabSize) throw new LisaError(`${dir}: tokenizer has ${this.tokenizer.vocabSize} tokens but config.json vocab_size is ${llm.vocabSize}`);
+    if (this.clipConfig.hiddenSize !== this.config.mmHiddenSize)
+      throw new LisaError(
+        `${clipDir}: CLIP width ${this.clipConfig.hiddenSize} does not match the model's mm_hidden_size ${this.config.mmHiddenSize}`,
+      );
+    if (this.tokenizer.vocabSize !== llm.vocabSize)
+      throw new LisaError(`${dir}: tokenizer has ${this.tokenizer.vocabSize} tokens but config.json vocab_size is ${llm.vocabSize}`);
   }
 
   /** Opens a checkpoint folder in the released layout plus its CLIP tower. Throws LisaError naming what is missing. */
@@ -142,7 +168,10 @@ export class LisaModel {
       const base = name.split('/').pop()!;
       const candidates = [join(dir, name), resolve(dir, '..', name), join(dir, base), resolve(dir, '..', base)];
       clipDir = candidates.find((c) => existsSync(join(c, 'config.json')));
-      if (!clipDir) throw new LisaError(`${dir}: the CLIP vision tower "${name}" is not in the checkpoint (LISA checkpoints never contain it); pass --vision-tower DIR`);
+      if (!clipDir)
+        throw new LisaError(
+          `${dir}: the CLIP vision tower "${name}" is not in the checkpoint (LISA checkpoints never contain it); pass --vision-tower DIR`,
+        );
     }
     if (!existsSync(join(clipDir, 'config.json'))) throw new LisaError(`${clipDir}: not a CLIP model folder (no config.json)`);
     return new LisaModel(dir, clipDir, opts);
@@ -207,7 +236,15 @@ export class LisaModel {
   private samEncoderGraph(): Graph {
     const g = new Graph(this.samQuant ? 'sam_image_encoder_int8' : 'sam_image_encoder');
     const s = this.samConfig.imgSize;
-    g.output(samImageEncoder(g, new ModuleWeights(this.ckpt, 'model.visual_model.image_encoder', this.samQuant), this.samConfig, g.input('pixels', 'float32', [1, 3, s, s])), 'image_embeddings');
+    g.output(
+      samImageEncoder(
+        g,
+        new ModuleWeights(this.ckpt, 'model.visual_model.image_encoder', this.samQuant),
+        this.samConfig,
+        g.input('pixels', 'float32', [1, 3, s, s]),
+      ),
+      'image_embeddings',
+    );
     return g;
   }
 
@@ -304,5 +341,4 @@ export class LisaModel {
   postprocess(lowRes: HostTensor, enc: Pick<ImageEncoding, 'resize' | 'originalSize'>): Promise<HostTensor> {
     return this.sam.postprocess(lowRes, enc.resize, enc.originalSize);
   }
-
 }

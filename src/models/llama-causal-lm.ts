@@ -19,7 +19,13 @@ export class LlamaCausalLM {
   private readonly sessions = new Map<boolean, Promise<EngineSession>>();
   private table: { dtype: DType; rows: number; row: (id: number) => Uint8Array; close: () => void } | null = null;
 
-  constructor(readonly config: LlamaConfig, readonly ckpt: Checkpoint, readonly engine: Engine, readonly name = 'llm', readonly quant: QuantSpec | null = null) {}
+  constructor(
+    readonly config: LlamaConfig,
+    readonly ckpt: Checkpoint,
+    readonly engine: Engine,
+    readonly name = 'llm',
+    readonly quant: QuantSpec | null = null,
+  ) {}
 
   /** `debug`: also output every decoder layer's hidden states (for lisa dump; slower to fetch). */
   graph(debug = false): Graph {
@@ -28,7 +34,8 @@ export class LlamaCausalLM {
     const hd = c.hiddenSize / c.numHeads;
     const embeds = g.input('inputs_embeds', 'float32', [1, 'seq', c.hiddenSize]);
     const pos = g.input('position_ids', 'int64', [1, 'seq']);
-    const pk: Value[] = [], pv: Value[] = [];
+    const pk: Value[] = [],
+      pv: Value[] = [];
     for (let i = 0; i < c.numLayers; i++) {
       pk.push(g.input(`past_key_${i}`, 'float32', [1, c.numKvHeads, 'capacity', hd]));
       pv.push(g.input(`past_value_${i}`, 'float32', [1, c.numKvHeads, 'capacity', hd]));
@@ -59,10 +66,17 @@ export class LlamaCausalLM {
   embedTokens(ids: readonly number[]): Float32Array {
     if (!this.table) {
       const t = this.ckpt.get('model.embed_tokens.weight');
-      const rows = t.shape[0]!, rowBytes = t.byteLength / rows, span = t.span;
+      const rows = t.shape[0]!,
+        rowBytes = t.byteLength / rows,
+        span = t.span;
       if (span) {
         const file = new RandomAccessFile(span.path);
-        this.table = { dtype: t.dtype, rows, row: (id) => file.read(span.offset + id * rowBytes, rowBytes, `embed_tokens row ${id}`), close: () => file.close() };
+        this.table = {
+          dtype: t.dtype,
+          rows,
+          row: (id) => file.read(span.offset + id * rowBytes, rowBytes, `embed_tokens row ${id}`),
+          close: () => file.close(),
+        };
       } else {
         const bytes = t.bytes();
         this.table = { dtype: t.dtype, rows, row: (id) => bytes.subarray(id * rowBytes, (id + 1) * rowBytes), close: () => {} };
@@ -72,7 +86,8 @@ export class LlamaCausalLM {
     const h = this.config.hiddenSize;
     const out = new Float32Array(ids.length * h);
     ids.forEach((id, i) => {
-      if (!Number.isInteger(id) || id < 0 || id >= rows) throw new LisaError(`token id ${id} is outside the embedding table (0..${rows - 1})`);
+      if (!Number.isInteger(id) || id < 0 || id >= rows)
+        throw new LisaError(`token id ${id} is outside the embedding table (0..${rows - 1})`);
       out.set(toFloat32(dtype, row(id)), i * h);
     });
     return out;

@@ -12,12 +12,14 @@ export function rotaryTables(headDim: number, maxPos: number, base: number): { c
   const f = Math.fround;
   const half = headDim / 2;
   const invFreq = Array.from({ length: half }, (_, i) => f(1 / f(base ** f((2 * i) / headDim))));
-  const cos = new Float32Array(maxPos * headDim), sin = new Float32Array(maxPos * headDim);
-  for (let t = 0; t < maxPos; t++) for (let i = 0; i < headDim; i++) {
-    const a = f(t * invFreq[i % half]!);
-    cos[t * headDim + i] = Math.cos(a);
-    sin[t * headDim + i] = Math.sin(a);
-  }
+  const cos = new Float32Array(maxPos * headDim),
+    sin = new Float32Array(maxPos * headDim);
+  for (let t = 0; t < maxPos; t++)
+    for (let i = 0; i < headDim; i++) {
+      const a = f(t * invFreq[i % half]!);
+      cos[t * headDim + i] = Math.cos(a);
+      sin[t * headDim + i] = Math.sin(a);
+    }
   return { cos, sin };
 }
 
@@ -54,12 +56,23 @@ function rotaryCaches(g: Graph, cfg: LlamaConfig): { cos: Value; sin: Value } {
  * (RMSNorm, rotary q/k, `attend`, SwiGLU MLP) and the final norm. Inference attends over a KV cache
  * (llamaDecoder), training over the whole padded batch (train/model-forward.ts): one layer definition for both.
  */
-export function llamaModel(g: Graph, w: ModuleWeights, cfg: LlamaConfig, inputsEmbeds: Value, positionIds: Value, attend: SelfAttention): LlamaModelIO {
-  const heads = cfg.numHeads, kvHeads = cfg.numKvHeads, hd = cfg.hiddenSize / heads;
+export function llamaModel(
+  g: Graph,
+  w: ModuleWeights,
+  cfg: LlamaConfig,
+  inputsEmbeds: Value,
+  positionIds: Value,
+  attend: SelfAttention,
+): LlamaModelIO {
+  const heads = cfg.numHeads,
+    kvHeads = cfg.numKvHeads,
+    hd = cfg.hiddenSize / heads;
   const rot = rotaryCaches(g, cfg);
   const model = w.sub('model');
   let x = inputsEmbeds;
-  const keys: Value[] = [], values: Value[] = [], layerOutputs: Value[] = [];
+  const keys: Value[] = [],
+    values: Value[] = [],
+    layerOutputs: Value[] = [];
   for (let i = 0; i < cfg.numLayers; i++) {
     const l = model.sub('layers').sub(i);
     const h = g.rmsNorm(x, l.param(g, 'input_layernorm.weight'), cfg.rmsNormEps);
@@ -80,7 +93,9 @@ export function llamaModel(g: Graph, w: ModuleWeights, cfg: LlamaConfig, inputsE
 export function lmHead(g: Graph, w: ModuleWeights, cfg: LlamaConfig, rows: Value): Value {
   // The head stays at 8 bits when the body is 4-bit: its errors land directly on the logits.
   const head = w.quant ? w.withQuant({ ...w.quant, bits: 8 }) : w;
-  return w.has('lm_head.weight') || !cfg.tieWordEmbeddings ? head.linear(g, rows, 'lm_head') : head.sub('model').linear(g, rows, 'embed_tokens');
+  return w.has('lm_head.weight') || !cfg.tieWordEmbeddings
+    ? head.linear(g, rows, 'lm_head')
+    : head.sub('model').linear(g, rows, 'embed_tokens');
 }
 
 export interface LlamaGraphIO {
@@ -100,8 +115,20 @@ export interface LlamaGraphIO {
  * cache lives with the caller, who appends them and feeds the buffers back as inputs (zero-copy).
  * The reference (LISA's generate) runs without a cache; with one, every position's values are the same.
  */
-export function llamaDecoder(g: Graph, w: ModuleWeights, cfg: LlamaConfig, inputsEmbeds: Value, positionIds: Value, pastKeys: Value[], pastValues: Value[], pastMask: Value, logitRows: Value): LlamaGraphIO {
-  const io = llamaModel(g, w, cfg, inputsEmbeds, positionIds, (q, k, v, i) => cachedAttention(g, q, k, v, pastKeys[i]!, pastValues[i]!, pastMask));
+export function llamaDecoder(
+  g: Graph,
+  w: ModuleWeights,
+  cfg: LlamaConfig,
+  inputsEmbeds: Value,
+  positionIds: Value,
+  pastKeys: Value[],
+  pastValues: Value[],
+  pastMask: Value,
+  logitRows: Value,
+): LlamaGraphIO {
+  const io = llamaModel(g, w, cfg, inputsEmbeds, positionIds, (q, k, v, i) =>
+    cachedAttention(g, q, k, v, pastKeys[i]!, pastValues[i]!, pastMask),
+  );
   // lm_head only on the rows asked for: generation needs the last one (a 7B prompt's 320 rows of logits are
   // 84 GFLOP and a 41 MB output), teacher forcing and dumps all of them.
   const logits = lmHead(g, w, cfg, g.gather(io.hidden, logitRows, 1));

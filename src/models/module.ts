@@ -26,7 +26,12 @@ export interface TrainableParams {
  */
 export class ModuleWeights {
   /** `quant`: Linear layers below this module run as MatMulNBits with these settings (null: float32). */
-  constructor(readonly ckpt: Checkpoint, readonly prefix: string, readonly quant: QuantSpec | null = null, readonly train: TrainableParams | null = null) {}
+  constructor(
+    readonly ckpt: Checkpoint,
+    readonly prefix: string,
+    readonly quant: QuantSpec | null = null,
+    readonly train: TrainableParams | null = null,
+  ) {}
 
   sub(name: string | number): ModuleWeights {
     return new ModuleWeights(this.ckpt, this.prefix ? `${this.prefix}.${name}` : String(name), this.quant, this.train);
@@ -37,15 +42,21 @@ export class ModuleWeights {
   withTrain(train: TrainableParams | null): ModuleWeights {
     return new ModuleWeights(this.ckpt, this.prefix, this.quant, train);
   }
-  name(leaf: string): string { return this.prefix ? `${this.prefix}.${leaf}` : leaf; }
-  has(leaf: string): boolean { return this.ckpt.tensors.has(this.name(leaf)); }
+  name(leaf: string): string {
+    return this.prefix ? `${this.prefix}.${leaf}` : leaf;
+  }
+  has(leaf: string): boolean {
+    return this.ckpt.tensors.has(this.name(leaf));
+  }
   ref(leaf: string): TensorRef {
     const n = this.name(leaf);
     const t = this.ckpt.tensors.get(n);
     if (!t) throw new LisaError(`${this.ckpt.path}: checkpoint has no tensor ${n}`);
     return t;
   }
-  shape(leaf: string): readonly number[] { return this.ref(leaf).shape; }
+  shape(leaf: string): readonly number[] {
+    return this.ref(leaf).shape;
+  }
   /** The tensor as a float32 graph weight (a graph input when it is trained). */
   param(g: Graph, leaf: string): Value {
     const t = this.ref(leaf);

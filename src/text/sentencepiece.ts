@@ -10,9 +10,20 @@ import { fieldFloat, fieldInt, fieldString, readFields } from '../graph/protobuf
 
 export const SPACE = '\u2581';
 
-export enum PieceType { NORMAL = 1, UNKNOWN = 2, CONTROL = 3, USER_DEFINED = 4, UNUSED = 5, BYTE = 6 }
+export enum PieceType {
+  NORMAL = 1,
+  UNKNOWN = 2,
+  CONTROL = 3,
+  USER_DEFINED = 4,
+  UNUSED = 5,
+  BYTE = 6,
+}
 
-export interface Piece { piece: string; score: number; type: PieceType }
+export interface Piece {
+  piece: string;
+  score: number;
+  type: PieceType;
+}
 
 const MAX_MODEL_BYTES = 64 * 1024 * 1024;
 
@@ -50,7 +61,11 @@ export class SentencePieceModel {
 
   static load(path: string): SentencePieceModel {
     let size: number;
-    try { size = statSync(path).size; } catch { throw new LisaError(`${path}: no such file (expected a SentencePiece tokenizer.model)`); }
+    try {
+      size = statSync(path).size;
+    } catch {
+      throw new LisaError(`${path}: no such file (expected a SentencePiece tokenizer.model)`);
+    }
     if (size > MAX_MODEL_BYTES) throw new LisaError(`${path}: ${size} bytes is too large for a tokenizer model (limit ${MAX_MODEL_BYTES})`);
     return SentencePieceModel.parse(readFileSync(path), path);
   }
@@ -58,10 +73,16 @@ export class SentencePieceModel {
   /** Parses the ModelProto (sentencepiece_model.proto): pieces = 1, trainer_spec = 2, normalizer_spec = 3. */
   static parse(buf: Uint8Array, where: string): SentencePieceModel {
     const pieces: Piece[] = [];
-    let modelType = 1, byteFallback = false, addDummyPrefix = true, removeExtra = true, normalizer = 'nmt_nfkc';
+    let modelType = 1,
+      byteFallback = false,
+      addDummyPrefix = true,
+      removeExtra = true,
+      normalizer = 'nmt_nfkc';
     for (const f of readFields(buf, where)) {
       if (f.field === 1 && f.wire === 2) {
-        let piece = '', score = 0, type = PieceType.NORMAL;
+        let piece = '',
+          score = 0,
+          type = PieceType.NORMAL;
         for (const g of readFields(f.value, where)) {
           if (g.field === 1) piece = fieldString(g);
           else if (g.field === 2) score = fieldFloat(g);
@@ -87,7 +108,9 @@ export class SentencePieceModel {
     return new SentencePieceModel(pieces, { byteFallback, addDummyPrefix, removeExtraWhitespaces: removeExtra });
   }
 
-  get vocabSize(): number { return this.pieces.length; }
+  get vocabSize(): number {
+    return this.pieces.length;
+  }
 
   idToPiece(id: number): string {
     const p = this.pieces[id];
@@ -112,11 +135,17 @@ export class SentencePieceModel {
    * candidates are skipped when popped.
    */
   private mergeBpe(syms: string[]): string[] {
-    const n = syms.length, val = [...syms];
+    const n = syms.length,
+      val = [...syms];
     const next = Int32Array.from({ length: n }, (_, i) => (i + 1 < n ? i + 1 : -1));
     const prev = Int32Array.from({ length: n }, (_, i) => i - 1);
     const alive = new Uint8Array(n).fill(1);
-    interface Cand { score: number; left: number; right: number; text: string }
+    interface Cand {
+      score: number;
+      left: number;
+      right: number;
+      text: string;
+    }
     const heap: Cand[] = [];
     const before = (a: Cand, b: Cand): boolean => a.score > b.score || (a.score === b.score && a.left < b.left);
     const push = (c: Cand): void => {
@@ -129,11 +158,13 @@ export class SentencePieceModel {
       }
     };
     const pop = (): Cand => {
-      const top = heap[0]!, last = heap.pop()!;
+      const top = heap[0]!,
+        last = heap.pop()!;
       if (heap.length) {
         heap[0] = last;
         for (let i = 0; ;) {
-          const l = 2 * i + 1, r = l + 1;
+          const l = 2 * i + 1,
+            r = l + 1;
           let m = i;
           if (l < heap.length && before(heap[l]!, heap[m]!)) m = l;
           if (r < heap.length && before(heap[r]!, heap[m]!)) m = r;
@@ -175,20 +206,35 @@ export class SentencePieceModel {
     const syms: string[] = [];
     for (let i = 0; i < norm.length;) {
       const ud = this.userDefined.find((u) => norm.startsWith(u, i));
-      if (ud) { syms.push(ud); i += ud.length; continue; }
+      if (ud) {
+        syms.push(ud);
+        i += ud.length;
+        continue;
+      }
       const cp = norm.codePointAt(i)!;
       const ch = String.fromCodePoint(cp);
       syms.push(ch);
       i += ch.length;
     }
     const merged = this.mergeBpe(syms);
-    const ids: number[] = [], pieces: string[] = [];
+    const ids: number[] = [],
+      pieces: string[] = [];
     for (const s of merged) {
       const id = this.mergeable.get(s);
-      if (id !== undefined) { ids.push(id); pieces.push(s); continue; }
+      if (id !== undefined) {
+        ids.push(id);
+        pieces.push(s);
+        continue;
+      }
       if (this.byteFallback) {
-        for (const b of Buffer.from(s, 'utf8')) { ids.push(this.byteIds[b]!); pieces.push(this.pieces[this.byteIds[b]!]!.piece); }
-      } else { ids.push(this.unkId); pieces.push(this.pieces[this.unkId]!.piece); }
+        for (const b of Buffer.from(s, 'utf8')) {
+          ids.push(this.byteIds[b]!);
+          pieces.push(this.pieces[this.byteIds[b]!]!.piece);
+        }
+      } else {
+        ids.push(this.unkId);
+        pieces.push(this.pieces[this.unkId]!.piece);
+      }
     }
     return { ids, pieces };
   }
@@ -202,13 +248,20 @@ export class SentencePieceModel {
     let bytes: number[] = [];
     let first = true;
     const flush = (): void => {
-      if (bytes.length) { out += Buffer.from(bytes).toString('utf8'); bytes = []; }
+      if (bytes.length) {
+        out += Buffer.from(bytes).toString('utf8');
+        bytes = [];
+      }
     };
     for (const piece of pieces) {
       if (piece.length === 0) continue;
       const id = this.pieceToId(piece);
       const type = id >= 0 ? this.pieces[id]!.type : PieceType.UNKNOWN;
-      if (type === PieceType.BYTE) { bytes.push(parseInt(piece.slice(3, 5), 16)); first = false; continue; }
+      if (type === PieceType.BYTE) {
+        bytes.push(parseInt(piece.slice(3, 5), 16));
+        first = false;
+        continue;
+      }
       flush();
       if (type === PieceType.CONTROL) continue;
       let p = piece;

@@ -21,7 +21,14 @@ import { GradientEngine, type LossName } from './step.js';
 interface Manifest {
   train_ds?: { lora_config?: { r: number; lora_alpha: number; lora_dropout: number; lora_target_modules_arg?: string } };
   batch?: { samples?: { image_sha256: string }[] };
-  variants?: Record<string, { optimizer?: { lr: number; betas: [number, number]; eps: number; weight_decay: number }; lora_dropout_active?: boolean; clip?: { max_norm?: number } }>;
+  variants?: Record<
+    string,
+    {
+      optimizer?: { lr: number; betas: [number, number]; eps: number; weight_decay: number };
+      lora_dropout_active?: boolean;
+      clip?: { max_norm?: number };
+    }
+  >;
 }
 
 function readManifest(dir: string): Manifest {
@@ -40,7 +47,8 @@ function npy(path: string): ReturnType<typeof readNpy> {
 }
 const ints = (a: ReturnType<typeof readNpy>): number[] => Array.from(a.data as ArrayLike<number | bigint>, Number);
 const rowsOf = (a: ReturnType<typeof readNpy>): number[][] => {
-  const [r, c] = a.shape as [number, number], flat = ints(a);
+  const [r, c] = a.shape as [number, number],
+    flat = ints(a);
   return Array.from({ length: r }, (_, i) => flat.slice(i * c, (i + 1) * c));
 };
 
@@ -57,22 +65,31 @@ function imagesBySha(dir: string): Map<string, string> {
   return out;
 }
 
-export interface TrainStepResult { losses: Record<LossName, number>; gradNorm: number; clipCoef: number; written: number }
+export interface TrainStepResult {
+  losses: Record<LossName, number>;
+  gradNorm: number;
+  clipCoef: number;
+  written: number;
+}
 
 export async function runFixtureStep(model: LisaModel, fixtureDir: string, variant: string, outDir: string): Promise<TrainStepResult> {
   const m = readManifest(fixtureDir);
   const v = m.variants?.[variant];
-  if (!v) throw new LisaError(`${fixtureDir}/manifest.json: no variant "${variant}" (has ${Object.keys(m.variants ?? {}).join(', ') || 'none'})`);
+  if (!v)
+    throw new LisaError(`${fixtureDir}/manifest.json: no variant "${variant}" (has ${Object.keys(m.variants ?? {}).join(', ') || 'none'})`);
   const lc = m.train_ds?.lora_config;
   const targets = (lc?.lora_target_modules_arg ?? 'q_proj,v_proj').split(',');
-  const spec: TrainSpec = lc ? { ...LISA_TRAIN_SPEC, lora: { r: lc.r, alpha: lc.lora_alpha, dropout: lc.lora_dropout, targets } } : LISA_TRAIN_SPEC;
+  const spec: TrainSpec = lc
+    ? { ...LISA_TRAIN_SPEC, lora: { r: lc.r, alpha: lc.lora_alpha, dropout: lc.lora_dropout, targets } }
+    : LISA_TRAIN_SPEC;
   const set = new TrainingSet(model.ckpt, spec);
   set.dropoutActive = v.lora_dropout_active === true;
   // LoRA's initial A/B (peft draws them from torch's RNG: taken from the fixture, as `before/` records them).
   for (const p of set.list()) {
     if (!p.name.includes('.lora_')) continue;
     const a = npy(join(fixtureDir, variant, 'before', `${p.name}.npy`));
-    if (a.data.length !== p.value.length) throw new LisaError(`${variant}/before/${p.name}.npy has ${a.data.length} values, the adapter needs ${p.value.length}`);
+    if (a.data.length !== p.value.length)
+      throw new LisaError(`${variant}/before/${p.name}.npy has ${a.data.length} values, the adapter needs ${p.value.length}`);
     p.value.set(a.data as Float32Array);
   }
   const batch = await readFixtureBatch(model, fixtureDir, m);
@@ -87,10 +104,18 @@ export async function runFixtureStep(model: LisaModel, fixtureDir: string, varia
       written++;
     };
     for (const [name, value] of Object.entries(losses)) write('loss', name, [], Float32Array.of(value));
-    for (const p of set.list()) { const gr = grads.get(p.name); if (gr) write('grad', p.name, p.shape, gr); }
+    for (const p of set.list()) {
+      const gr = grads.get(p.name);
+      if (gr) write('grad', p.name, p.shape, gr);
+    }
     const withGrad = set.list().filter((p) => grads.get(p.name));
-    const clip = clipGradNorm(withGrad.map((p) => grads.get(p.name)!), v.clip?.max_norm ?? 1.0);
-    const o: AdamWOptions = v.optimizer ? { lr: v.optimizer.lr, betas: v.optimizer.betas, eps: v.optimizer.eps, weightDecay: v.optimizer.weight_decay } : LISA_ADAMW;
+    const clip = clipGradNorm(
+      withGrad.map((p) => grads.get(p.name)!),
+      v.clip?.max_norm ?? 1.0,
+    );
+    const o: AdamWOptions = v.optimizer
+      ? { lr: v.optimizer.lr, betas: v.optimizer.betas, eps: v.optimizer.eps, weightDecay: v.optimizer.weight_decay }
+      : LISA_ADAMW;
     const adam = new AdamW(o);
     adam.step(set.list(), grads);
     for (const [name, state] of adam.states) {
@@ -115,7 +140,8 @@ export async function runFixtureStep(model: LisaModel, fixtureDir: string, varia
 /** The fixture's collated batch as a TrainBatch: ids, labels, masks from batch/, images encoded by the model's frozen towers. */
 export async function readFixtureBatch(model: LisaModel, dir: string, m: Manifest): Promise<TrainBatch> {
   const b = join(dir, 'batch');
-  const inputIds = rowsOf(npy(join(b, 'input_ids.npy'))), labels = rowsOf(npy(join(b, 'labels.npy')));
+  const inputIds = rowsOf(npy(join(b, 'input_ids.npy'))),
+    labels = rowsOf(npy(join(b, 'labels.npy')));
   const attentionMask = rowsOf(npy(join(b, 'attention_masks.npy')));
   const offset = ints(npy(join(b, 'offset.npy')));
   const samples = m.batch?.samples ?? [];
@@ -128,10 +154,15 @@ export async function readFixtureBatch(model: LisaModel, dir: string, m: Manifes
     const enc = await model.encodeImage(await decodeImage(file));
     const gt = npy(join(b, `gt_masks_${i}.npy`));
     const [n, hh, ww] = gt.shape as [number, number, number];
-    if (hh !== enc.originalSize[0] || ww !== enc.originalSize[1]) throw new LisaError(`batch/gt_masks_${i}.npy is ${hh}x${ww} but ${file} is ${enc.originalSize[0]}x${enc.originalSize[1]}`);
+    if (hh !== enc.originalSize[0] || ww !== enc.originalSize[1])
+      throw new LisaError(`batch/gt_masks_${i}.npy is ${hh}x${ww} but ${file} is ${enc.originalSize[0]}x${enc.originalSize[1]}`);
     images.push({
-      projected: enc.projected, samEmbeddings: enc.samEmbeddings.data as Float32Array, resize: enc.resize, originalSize: enc.originalSize,
-      gtMasks: Uint8Array.from(gt.data as ArrayLike<number>), numMasks: n,
+      projected: enc.projected,
+      samEmbeddings: enc.samEmbeddings.data as Float32Array,
+      resize: enc.resize,
+      originalSize: enc.originalSize,
+      gtMasks: Uint8Array.from(gt.data as ArrayLike<number>),
+      numMasks: n,
     });
   }
   return { inputIds, labels, attentionMask, offset, images };

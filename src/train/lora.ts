@@ -6,9 +6,11 @@ import type { TrainingSet } from './params.js';
  * merge_and_unload() writes for every adapted Linear. Returns the [out, in] delta.
  */
 export function loraDelta(set: TrainingSet, module: string): Float32Array {
-  const a = set.params.get(`${module}.lora_A.default.weight`), b = set.params.get(`${module}.lora_B.default.weight`);
+  const a = set.params.get(`${module}.lora_A.default.weight`),
+    b = set.params.get(`${module}.lora_B.default.weight`);
   if (!a || !b) throw new LisaError(`no LoRA adapter on ${module}`);
-  const [r, inF] = a.shape as [number, number], out = b.shape[0]!;
+  const [r, inF] = a.shape as [number, number],
+    out = b.shape[0]!;
   const s = Math.fround(set.scaling);
   const delta = new Float32Array(out * inF);
   const acc = new Float64Array(inF);

@@ -7,7 +7,11 @@ import type { Value } from '../graph/ir.js';
  */
 
 /** The loss weights of train_ds.py (--ce_loss_weight 1.0, --bce_loss_weight 2.0, --dice_loss_weight 0.5). */
-export interface LossWeights { ce: number; bce: number; dice: number }
+export interface LossWeights {
+  ce: number;
+  bce: number;
+  dice: number;
+}
 export const LISA_LOSS_WEIGHTS: LossWeights = { ce: 1.0, bce: 2.0, dice: 0.5 };
 
 /**
@@ -40,15 +44,28 @@ export function diceLoss(g: Graph, logits: Value, targets: Value, n: number, sca
   return g.div(g.reduceSum(loss, [0], false), g.scalar(n + 1e-8));
 }
 
-export interface LossParts { loss: Value; ce_loss: Value; mask_bce_loss: Value; mask_dice_loss: Value; mask_loss: Value }
+export interface LossParts {
+  loss: Value;
+  ce_loss: Value;
+  mask_bce_loss: Value;
+  mask_dice_loss: Value;
+  mask_loss: Value;
+}
 
 /**
  * model_forward's total: per image b, bce += sigmoid_ce(pred_b, gt_b)·n_b and dice likewise; then
  * mask_bce = w_bce·bce/(Σn + 1e-8), mask_dice = w_dice·dice/(Σn + 1e-8), ce = w_ce·CE, loss = ce + both.
  * An image without masks (a VQA sample, an explanatory answer) adds nothing.
  */
-export function lisaLoss(g: Graph, ce: Value | null, perImage: readonly { pred: Value; gt: Value; numMasks: number }[], w: LossWeights = LISA_LOSS_WEIGHTS): LossParts {
-  let bce: Value = g.scalar(0), dice: Value = g.scalar(0), count = 0;
+export function lisaLoss(
+  g: Graph,
+  ce: Value | null,
+  perImage: readonly { pred: Value; gt: Value; numMasks: number }[],
+  w: LossWeights = LISA_LOSS_WEIGHTS,
+): LossParts {
+  let bce: Value = g.scalar(0),
+    dice: Value = g.scalar(0),
+    count = 0;
   for (const { pred, gt, numMasks: n } of perImage) {
     if (n === 0) continue;
     bce = g.add(bce, g.mul(sigmoidCeLoss(g, pred, gt, n), g.scalar(n)));

@@ -9,20 +9,36 @@ import { loraDelta } from './lora.js';
 import type { TrainingSet } from './params.js';
 
 /** The files of a released checkpoint folder besides its weights (copied as they are). */
-const SIDE_FILES = ['config.json', 'generation_config.json', 'tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json', 'tokenizer.json'];
+const SIDE_FILES = [
+  'config.json',
+  'generation_config.json',
+  'tokenizer.model',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'added_tokens.json',
+  'tokenizer.json',
+];
 
 /** float32 values in a checkpoint dtype (bf16/fp16 round to nearest even, as torch's `.to(dtype)`). */
 export function fromFloat32(dtype: DType, v: Float32Array): Uint8Array {
   if (dtype === 'float32') return new Uint8Array(v.buffer.slice(v.byteOffset, v.byteOffset + v.byteLength));
   if (dtype === 'bfloat16' || dtype === 'float16') {
-    const out = new Uint16Array(v.length), conv = dtype === 'bfloat16' ? f32ToBf16 : f32ToF16;
+    const out = new Uint16Array(v.length),
+      conv = dtype === 'bfloat16' ? f32ToBf16 : f32ToF16;
     for (let i = 0; i < v.length; i++) out[i] = conv(v[i]!);
     return new Uint8Array(out.buffer);
   }
   throw new LisaError(`merge: cannot store trained values as ${dtype}`);
 }
 
-export interface MergeResult { dir: string; shards: number; tensors: number; merged: number; replaced: number; bytes: number }
+export interface MergeResult {
+  dir: string;
+  shards: number;
+  tensors: number;
+  merged: number;
+  replaced: number;
+  bytes: number;
+}
 
 /**
  * merge_lora_weights_and_save_hf_model.py: every trained tensor replaces the base's, every LoRA adapter folds
@@ -31,8 +47,15 @@ export interface MergeResult { dir: string; shards: number; tensors: number; mer
  * names and dtypes, its config and tokenizer files. The folder appears whole or not at all (built beside it,
  * then renamed). Memory: one shard at a time.
  */
-export function mergeToReleased(base: Checkpoint, baseDir: string, set: TrainingSet, outDir: string, maxShardBytes = 2 * 1024 ** 3): MergeResult {
-  if (existsSync(outDir) && readdirSync(outDir).length > 0) throw new LisaError(`${outDir}: already exists and is not empty (merge writes a new folder)`);
+export function mergeToReleased(
+  base: Checkpoint,
+  baseDir: string,
+  set: TrainingSet,
+  outDir: string,
+  maxShardBytes = 2 * 1024 ** 3,
+): MergeResult {
+  if (existsSync(outDir) && readdirSync(outDir).length > 0)
+    throw new LisaError(`${outDir}: already exists and is not empty (merge writes a new folder)`);
   const staging = join(dirname(outDir), `.${outDir.split('/').pop()}.staging-${process.pid}`);
   rmSync(staging, { recursive: true, force: true });
   mkdirSync(staging, { recursive: true });
@@ -41,24 +64,36 @@ export function mergeToReleased(base: Checkpoint, baseDir: string, set: Training
     const names = [...base.tensors.keys()];
     // Shards in checkpoint order, each up to maxShardBytes.
     const shards: string[][] = [[]];
-    let size = 0, total = 0;
+    let size = 0,
+      total = 0;
     for (const n of names) {
       const b = base.tensors.get(n)!.byteLength;
-      if (size > 0 && size + b > maxShardBytes) { shards.push([]); size = 0; }
+      if (size > 0 && size + b > maxShardBytes) {
+        shards.push([]);
+        size = 0;
+      }
       shards[shards.length - 1]!.push(n);
-      size += b; total += b;
+      size += b;
+      total += b;
     }
     const weightMap: Record<string, string> = {};
-    let merged = 0, replaced = 0;
+    let merged = 0,
+      replaced = 0;
     shards.forEach((group, i) => {
-      const file = shards.length === 1 ? 'model.safetensors' : `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`;
+      const file =
+        shards.length === 1
+          ? 'model.safetensors'
+          : `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`;
       const tensors: TensorToWrite[] = group.map((n) => {
         const t = base.tensors.get(n)!;
         const trained = set.params.get(n);
         let data: Uint8Array;
-        if (trained) { data = fromFloat32(t.dtype, trained.value); replaced++; }
-        else if (lora.has(n)) {
-          const w = t.float32().slice(), delta = loraDelta(set, n.slice(0, -'.weight'.length));
+        if (trained) {
+          data = fromFloat32(t.dtype, trained.value);
+          replaced++;
+        } else if (lora.has(n)) {
+          const w = t.float32().slice(),
+            delta = loraDelta(set, n.slice(0, -'.weight'.length));
           for (let k = 0; k < w.length; k++) w[k] = Math.fround(w[k]! + delta[k]!);
           data = fromFloat32(t.dtype, w);
           merged++;
@@ -68,7 +103,10 @@ export function mergeToReleased(base: Checkpoint, baseDir: string, set: Training
       });
       writeSafetensors(join(staging, file), tensors, { format: 'pt' });
     });
-    if (shards.length > 1) writeAtomic(join(staging, 'model.safetensors.index.json'), [JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2)]);
+    if (shards.length > 1)
+      writeAtomic(join(staging, 'model.safetensors.index.json'), [
+        JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2),
+      ]);
     for (const f of SIDE_FILES) if (existsSync(join(baseDir, f))) copyFileSync(join(baseDir, f), join(staging, f));
     if (existsSync(outDir)) rmSync(outDir, { recursive: true });
     renameSync(staging, outDir);

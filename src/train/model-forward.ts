@@ -59,8 +59,10 @@ export interface BatchStructure {
  * rows − 1 (the hidden state before [SEG]).
  */
 export function prepareBatch(model: LisaModel, batch: TrainBatch, imageRows: number): PreparedBatch {
-  const h = model.config.llama.hiddenSize, seg = model.segTokenIdx;
-  const nConv = batch.inputIds.length, nImg = batch.images.length;
+  const h = model.config.llama.hiddenSize,
+    seg = model.segTokenIdx;
+  const nConv = batch.inputIds.length,
+    nImg = batch.images.length;
   if (batch.offset.length !== nImg + 1 || batch.offset[0] !== 0 || batch.offset[nImg] !== nConv) {
     throw new LisaError(`training batch: offset ${JSON.stringify(batch.offset)} does not split ${nConv} conversations over ${nImg} images`);
   }
@@ -68,25 +70,42 @@ export function prepareBatch(model: LisaModel, batch: TrainBatch, imageRows: num
   const unique = new Map<number, number>();
   const spliced: { rows: number[]; labels: number[]; mask: number[] }[] = [];
   for (let c = 0; c < nConv; c++) {
-    const ids = batch.inputIds[c]!, labels = batch.labels[c]!, mask = batch.attentionMask[c]!;
+    const ids = batch.inputIds[c]!,
+      labels = batch.labels[c]!,
+      mask = batch.attentionMask[c]!;
     const p = ids.indexOf(IMAGE_TOKEN_INDEX);
-    if (p < 0 || ids.indexOf(IMAGE_TOKEN_INDEX, p + 1) >= 0) throw new LisaError(`training batch: conversation ${c} must hold exactly one <image>`);
+    if (p < 0 || ids.indexOf(IMAGE_TOKEN_INDEX, p + 1) >= 0)
+      throw new LisaError(`training batch: conversation ${c} must hold exactly one <image>`);
     const img = imageOf(c);
-    const rows: number[] = [], lab: number[] = [], m: number[] = [];
+    const rows: number[] = [],
+      lab: number[] = [],
+      m: number[] = [];
     ids.forEach((id, k) => {
       if (k === p) {
-        for (let r = 0; r < imageRows; r++) { rows.push(-1 - (img * imageRows + r)); lab.push(IGNORE_INDEX); m.push(1); }
+        for (let r = 0; r < imageRows; r++) {
+          rows.push(-1 - (img * imageRows + r));
+          lab.push(IGNORE_INDEX);
+          m.push(1);
+        }
         return;
       }
       if (!unique.has(id)) unique.set(id, unique.size);
-      rows.push(unique.get(id)!); lab.push(labels[k]!); m.push(mask[k]!);
+      rows.push(unique.get(id)!);
+      lab.push(labels[k]!);
+      m.push(mask[k]!);
     });
     spliced.push({ rows, labels: lab, mask: m });
   }
-  const u = unique.size, zeroRow = u + nImg * imageRows;
+  const u = unique.size,
+    zeroRow = u + nImg * imageRows;
   const seqLen = Math.max(...spliced.map((s) => s.rows.length));
-  const spliceIndex = new BigInt64Array(nConv * seqLen), bias = new Float32Array(nConv * seqLen), pos = new BigInt64Array(nConv * seqLen);
-  const ceRows: number[] = [], ceTargets: number[] = [], segRows: number[] = [], maskImage: number[] = [];
+  const spliceIndex = new BigInt64Array(nConv * seqLen),
+    bias = new Float32Array(nConv * seqLen),
+    pos = new BigInt64Array(nConv * seqLen);
+  const ceRows: number[] = [],
+    ceTargets: number[] = [],
+    segRows: number[] = [],
+    maskImage: number[] = [];
   spliced.forEach((s, c) => {
     for (let t = 0; t < seqLen; t++) {
       const r = s.rows[t];
@@ -94,16 +113,24 @@ export function prepareBatch(model: LisaModel, batch: TrainBatch, imageRows: num
       bias[c * seqLen + t] = r !== undefined && s.mask[t] ? 0 : F32_MIN;
       pos[c * seqLen + t] = BigInt(t);
       const next = s.labels[t + 1];
-      if (next !== undefined && next !== IGNORE_INDEX) { ceRows.push(c * seqLen + t); ceTargets.push(next); }
+      if (next !== undefined && next !== IGNORE_INDEX) {
+        ceRows.push(c * seqLen + t);
+        ceTargets.push(next);
+      }
     }
   });
   // seg_token_mask, row-major over (conversation, position): the order pred_embeddings has in model_forward.
   batch.inputIds.forEach((ids, c) => {
-    for (let k = 1; k < ids.length; k++) if (ids[k] === seg) { segRows.push(c * seqLen + k - 1 + imageRows - 1); maskImage.push(imageOf(c)); }
+    for (let k = 1; k < ids.length; k++)
+      if (ids[k] === seg) {
+        segRows.push(c * seqLen + k - 1 + imageRows - 1);
+        maskImage.push(imageOf(c));
+      }
   });
   batch.images.forEach((im, i) => {
     const n = maskImage.filter((x) => x === i).length;
-    if (n !== im.numMasks) throw new LisaError(`training batch: image ${i} has ${im.numMasks} ground-truth masks but its conversations hold ${n} [SEG] tokens`);
+    if (n !== im.numMasks)
+      throw new LisaError(`training batch: image ${i} has ${im.numMasks} ground-truth masks but its conversations hold ${n} [SEG] tokens`);
   });
   if (ceRows.length === 0) throw new LisaError('training batch: no answer token carries a loss (every label is ignored)');
   const tokenIds = [...unique.keys()];
@@ -123,21 +150,28 @@ export function prepareBatch(model: LisaModel, batch: TrainBatch, imageRows: num
     if (im.numMasks) feeds[`gt_masks_${i}`] = f32([im.numMasks, ...im.originalSize], Float32Array.from(im.gtMasks));
   });
   const structure: BatchStructure = {
-    conversations: nConv, seqLen, ceTargets: ceRows.length,
+    conversations: nConv,
+    seqLen,
+    ceTargets: ceRows.length,
     images: batch.images.map((im) => ({ numMasks: im.numMasks, resize: im.resize, originalSize: im.originalSize })),
   };
   return { feeds, tokenIds, signature: JSON.stringify(structure), structure };
 }
 
 function samEmbeddingShape(model: LisaModel, im: TrainImage): [number, number, number] {
-  const c = model.sam.promptEncoder.embedDim, grid = model.samConfig.imgSize / model.samConfig.patchSize;
-  if (im.samEmbeddings.length !== c * grid * grid) throw new LisaError(`training batch: SAM image embeddings have ${im.samEmbeddings.length} values, expected ${c}×${grid}×${grid}`);
+  const c = model.sam.promptEncoder.embedDim,
+    grid = model.samConfig.imgSize / model.samConfig.patchSize;
+  if (im.samEmbeddings.length !== c * grid * grid)
+    throw new LisaError(`training batch: SAM image embeddings have ${im.samEmbeddings.length} values, expected ${c}×${grid}×${grid}`);
   return [c, grid, grid];
 }
 function concat(parts: readonly Float32Array[]): Float32Array {
   const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
-  for (const p of parts) { out.set(p, o); o += p.length; }
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
   return out;
 }
 
@@ -158,8 +192,15 @@ export interface TrainGraph {
  * token per [SEG], dense = no_mask_embed, multimask_output=False) → post-processing to each image's size →
  * LISA's losses. The boxes are the same model functions inference runs; trainable tensors are inputs.
  */
-export function buildTrainForward(model: LisaModel, set: TrainingSet, s: BatchStructure, imageRows: number, weights: LossWeights = LISA_LOSS_WEIGHTS): TrainGraph {
-  const cfg = model.config.llama, h = cfg.hiddenSize;
+export function buildTrainForward(
+  model: LisaModel,
+  set: TrainingSet,
+  s: BatchStructure,
+  imageRows: number,
+  weights: LossWeights = LISA_LOSS_WEIGHTS,
+): TrainGraph {
+  const cfg = model.config.llama,
+    h = cfg.hiddenSize;
   const g = new Graph('lisa_train');
   const w = new ModuleWeights(model.ckpt, '', null, set);
   // The LLM's frozen linear layers at the model's precision (an int4 base for a 7B LoRA run); the rest fp32.
@@ -191,7 +232,14 @@ export function buildTrainForward(model: LisaModel, set: TrainingSet, s: BatchSt
     predEmbeddings = textHiddenFcs(g, w.sub('model').sub('text_hidden_fcs').sub(0), g.gather(hiddenFlat, segRows, 0));
     const vm = w.sub('model').sub('visual_model');
     const pe = g.constant('float32', [1, c, grid, grid], model.imagePe(), 'image_pe');
-    const { masks } = samMaskDecoder(g, vm.sub('mask_decoder'), g.gather(imageEmbeddings, maskImage, 0), pe, g.unsqueeze(predEmbeddings, [1]), vm.sub('prompt_encoder').param(g, 'no_mask_embed.weight'));
+    const { masks } = samMaskDecoder(
+      g,
+      vm.sub('mask_decoder'),
+      g.gather(imageEmbeddings, maskImage, 0),
+      pe,
+      g.unsqueeze(predEmbeddings, [1]),
+      vm.sub('prompt_encoder').param(g, 'no_mask_embed.weight'),
+    );
     lowResMasks = g.slice(masks, [0], [1], [1]); // multimask_output=False: mask token 0
     let first = 0;
     s.images.forEach((im, i) => {
@@ -199,8 +247,17 @@ export function buildTrainForward(model: LisaModel, set: TrainingSet, s: BatchSt
       const low = g.slice(lowResMasks, [first], [first + im.numMasks], [0]);
       first += im.numMasks;
       const [hh, ww] = im.originalSize;
-      const post = postprocessMasks(g, low, { rows: constAxisResize(g, im.resize[0], hh), cols: constAxisResize(g, im.resize[1], ww) }, model.samConfig.imgSize);
-      perImage.push({ pred: g.reshape(post, [im.numMasks, hh, ww]), gt: g.input(`gt_masks_${i}`, 'float32', [im.numMasks, hh, ww]), numMasks: im.numMasks });
+      const post = postprocessMasks(
+        g,
+        low,
+        { rows: constAxisResize(g, im.resize[0], hh), cols: constAxisResize(g, im.resize[1], ww) },
+        model.samConfig.imgSize,
+      );
+      perImage.push({
+        pred: g.reshape(post, [im.numMasks, hh, ww]),
+        gt: g.input(`gt_masks_${i}`, 'float32', [im.numMasks, hh, ww]),
+        numMasks: im.numMasks,
+      });
     });
   }
   const losses = lisaLoss(g, ce, perImage, weights);

@@ -6,10 +6,19 @@
 
 const f = Math.fround;
 
-export interface AdamWOptions { lr: number; betas: [number, number]; eps: number; weightDecay: number }
+export interface AdamWOptions {
+  lr: number;
+  betas: [number, number];
+  eps: number;
+  weightDecay: number;
+}
 export const LISA_ADAMW: AdamWOptions = { lr: 3e-4, betas: [0.9, 0.95], eps: 1e-8, weightDecay: 0 };
 
-export interface AdamState { step: number; expAvg: Float32Array; expAvgSq: Float32Array }
+export interface AdamState {
+  step: number;
+  expAvg: Float32Array;
+  expAvgSq: Float32Array;
+}
 
 /**
  * torch.nn.utils.clip_grad_norm_ (torch 1.13): total = ‖(‖g_p‖₂)_p‖₂, coef = min(1, maxNorm / (total + 1e-6)),
@@ -35,10 +44,17 @@ export function adamwStep(param: Float32Array, grad: Float32Array, state: AdamSt
   state.step += 1;
   const [b1, b2] = o.betas;
   const decay = f(1 - lr * o.weightDecay);
-  const bc1 = 1 - b1 ** state.step, bc2 = 1 - b2 ** state.step;
-  const stepSize = f(lr / bc1), bc2Sqrt = f(Math.sqrt(bc2));
-  const fb1 = f(b1), fb2 = f(b2), a1 = f(1 - b1), a2 = f(1 - b2), eps = f(o.eps);
-  const m = state.expAvg, v = state.expAvgSq;
+  const bc1 = 1 - b1 ** state.step,
+    bc2 = 1 - b2 ** state.step;
+  const stepSize = f(lr / bc1),
+    bc2Sqrt = f(Math.sqrt(bc2));
+  const fb1 = f(b1),
+    fb2 = f(b2),
+    a1 = f(1 - b1),
+    a2 = f(1 - b2),
+    eps = f(o.eps);
+  const m = state.expAvg,
+    v = state.expAvgSq;
   for (let i = 0; i < param.length; i++) {
     const gi = grad[i]!;
     if (decay !== 1) param[i] = f(param[i]! * decay);
@@ -58,7 +74,12 @@ export function newAdamState(n: number): AdamState {
  * decay to 0 at totalSteps): get_lr(it). DeepSpeed ≤ 0.15.2 runs optimiser step 0 at the optimiser's own lr
  * and step k ≥ 1 at get_lr(k − 1) (the scheduler steps after the optimiser); `lrForStep` reproduces that.
  */
-export interface WarmupDecayLR { totalSteps: number; warmupSteps: number; warmupMinLr: number; warmupMaxLr: number }
+export interface WarmupDecayLR {
+  totalSteps: number;
+  warmupSteps: number;
+  warmupMinLr: number;
+  warmupMaxLr: number;
+}
 export const LISA_SCHEDULE: WarmupDecayLR = { totalSteps: 5000, warmupSteps: 100, warmupMinLr: 0, warmupMaxLr: 3e-4 };
 
 export function getLr(s: WarmupDecayLR, it: number): number {
@@ -75,12 +96,19 @@ export class AdamW {
   readonly states = new Map<string, AdamState>();
   constructor(readonly options: AdamWOptions = LISA_ADAMW) {}
 
-  step(params: Iterable<{ name: string; value: Float32Array }>, grads: ReadonlyMap<string, Float32Array | null>, lr = this.options.lr): void {
+  step(
+    params: Iterable<{ name: string; value: Float32Array }>,
+    grads: ReadonlyMap<string, Float32Array | null>,
+    lr = this.options.lr,
+  ): void {
     for (const p of params) {
       const gr = grads.get(p.name);
       if (!gr) continue;
       let s = this.states.get(p.name);
-      if (!s) { s = newAdamState(p.value.length); this.states.set(p.name, s); }
+      if (!s) {
+        s = newAdamState(p.value.length);
+        this.states.set(p.name, s);
+      }
       adamwStep(p.value, gr, s, this.options, lr);
     }
   }

@@ -23,7 +23,11 @@ export const LISA_TRAIN_SPEC: TrainSpec = {
 const LORA_EXCLUDED = ['visual_model', 'vision_tower', 'mm_projector', 'text_hidden_fcs'];
 
 /** One trained tensor: its name (peft's short name for LoRA), shape and current value. */
-export interface Param { name: string; shape: number[]; value: Float32Array }
+export interface Param {
+  name: string;
+  shape: number[];
+  value: Float32Array;
+}
 
 /** The graph input name of a trained tensor. */
 export const paramInput = (name: string): string => `param:${name}`;
@@ -41,7 +45,10 @@ export class TrainingSet implements TrainableParams {
   dropoutActive = true;
   private readonly inputs = new WeakMap<Graph, Map<string, Value>>();
 
-  constructor(readonly ckpt: Checkpoint, readonly spec: TrainSpec) {
+  constructor(
+    readonly ckpt: Checkpoint,
+    readonly spec: TrainSpec,
+  ) {
     for (const [name, t] of ckpt.tensors) {
       if (spec.trainable.some((s) => name.includes(s))) this.params.set(name, { name, shape: [...t.shape], value: t.float32() });
     }
@@ -55,41 +62,69 @@ export class TrainingSet implements TrainableParams {
         if (this.params.has(name)) continue; // trained in full already
         const [out, inF] = t.shape as [number, number];
         this.loraModules.push(module);
-        this.params.set(`${module}.lora_A.default.weight`, { name: `${module}.lora_A.default.weight`, shape: [r, inF], value: new Float32Array(r * inF) });
-        this.params.set(`${module}.lora_B.default.weight`, { name: `${module}.lora_B.default.weight`, shape: [out, r], value: new Float32Array(out * r) });
+        this.params.set(`${module}.lora_A.default.weight`, {
+          name: `${module}.lora_A.default.weight`,
+          shape: [r, inF],
+          value: new Float32Array(r * inF),
+        });
+        this.params.set(`${module}.lora_B.default.weight`, {
+          name: `${module}.lora_B.default.weight`,
+          shape: [out, r],
+          value: new Float32Array(out * r),
+        });
       }
     }
   }
 
-  get scaling(): number { return this.spec.lora ? this.spec.lora.alpha / this.spec.lora.r : 0; }
+  get scaling(): number {
+    return this.spec.lora ? this.spec.lora.alpha / this.spec.lora.r : 0;
+  }
 
   private input(g: Graph, name: string, shape: readonly number[]): Value {
     let m = this.inputs.get(g);
-    if (!m) { m = new Map(); this.inputs.set(g, m); }
+    if (!m) {
+      m = new Map();
+      this.inputs.set(g, m);
+    }
     let v = m.get(name);
-    if (!v) { v = g.input(name, 'float32', shape); m.set(name, v); }
+    if (!v) {
+      v = g.input(name, 'float32', shape);
+      m.set(name, v);
+    }
     return v;
   }
 
   param(g: Graph, name: string, shape: readonly number[]): Value | null {
     const p = this.params.get(name);
     if (!p || name.includes('.lora_')) return null;
-    if (p.shape.length !== shape.length || p.shape.some((d, i) => d !== shape[i])) throw new LisaError(`training: ${name} is ${JSON.stringify(p.shape)} in the training set but ${JSON.stringify(shape)} in the checkpoint`);
+    if (p.shape.length !== shape.length || p.shape.some((d, i) => d !== shape[i]))
+      throw new LisaError(
+        `training: ${name} is ${JSON.stringify(p.shape)} in the training set but ${JSON.stringify(shape)} in the checkpoint`,
+      );
     return this.input(g, paramInput(name), shape);
   }
 
   lora(g: Graph, module: string, x: Value, inFeatures: number, outFeatures: number): Value | null {
-    const a = this.params.get(`${module}.lora_A.default.weight`), b = this.params.get(`${module}.lora_B.default.weight`);
+    const a = this.params.get(`${module}.lora_A.default.weight`),
+      b = this.params.get(`${module}.lora_B.default.weight`);
     if (!a || !b || !this.spec.lora) return null;
-    if (a.shape[1] !== inFeatures || b.shape[0] !== outFeatures) throw new LisaError(`training: LoRA on ${module} does not fit its ${outFeatures}×${inFeatures} weight`);
+    if (a.shape[1] !== inFeatures || b.shape[0] !== outFeatures)
+      throw new LisaError(`training: LoRA on ${module} does not fit its ${outFeatures}×${inFeatures} weight`);
     let xd = x;
     // nn.Dropout(p) in train mode: a seeded keep-mask scaled by 1/(1-p), fed per step (see train/dropout.ts).
     if (this.dropoutActive && this.spec.lora.dropout > 0) xd = g.mul(x, this.input(g, dropoutInput(module), x.shape as number[]));
-    const ab = g.matmul(g.matmul(xd, g.transpose(this.input(g, paramInput(a.name), a.shape), [1, 0])), g.transpose(this.input(g, paramInput(b.name), b.shape), [1, 0]));
+    const ab = g.matmul(
+      g.matmul(xd, g.transpose(this.input(g, paramInput(a.name), a.shape), [1, 0])),
+      g.transpose(this.input(g, paramInput(b.name), b.shape), [1, 0]),
+    );
     return g.mul(ab, g.scalar(this.scaling));
   }
 
   /** Trained tensors in a stable order (checkpoint order, then LoRA A/B per module). */
-  list(): Param[] { return [...this.params.values()]; }
-  get numel(): number { return this.list().reduce((n, p) => n + p.value.length, 0); }
+  list(): Param[] {
+    return [...this.params.values()];
+  }
+  get numel(): number {
+    return this.list().reduce((n, p) => n + p.value.length, 0);
+  }
 }

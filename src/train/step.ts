@@ -39,9 +39,15 @@ export interface GradientOptions {
 export class GradientEngine {
   private readonly sessions = new Map<string, Promise<{ session: EngineSession; params: string[] }>>();
 
-  constructor(readonly model: LisaModel, readonly set: TrainingSet) {}
+  constructor(
+    readonly model: LisaModel,
+    readonly set: TrainingSet,
+  ) {}
 
-  private session(signature: string, build: () => { graphParams: string[]; make: () => Promise<EngineSession> }): Promise<{ session: EngineSession; params: string[] }> {
+  private session(
+    signature: string,
+    build: () => { graphParams: string[]; make: () => Promise<EngineSession> },
+  ): Promise<{ session: EngineSession; params: string[] }> {
     return cachedPromise(this.sessions, signature, () => {
       const { graphParams, make } = build();
       return make().then((session) => ({ session, params: graphParams }));
@@ -63,7 +69,12 @@ export class GradientEngine {
       if (embedTrained) wrt.push(fwd.embedRows);
       const grads = withBackward ? backward(g, fwd.losses.loss, wrt) : wrt.map(() => null);
       const graphParams: string[] = [];
-      paramInputs.forEach((v, i) => { if (grads[i]) { g.output(grads[i]!, `grad:${v.name.slice('param:'.length)}`); graphParams.push(v.name.slice('param:'.length)); } });
+      paramInputs.forEach((v, i) => {
+        if (grads[i]) {
+          g.output(grads[i]!, `grad:${v.name.slice('param:'.length)}`);
+          graphParams.push(v.name.slice('param:'.length));
+        }
+      });
       if (embedTrained && grads[wrt.length - 1]) g.output(grads[wrt.length - 1]!, 'grad:embed_rows');
       if (opts.extras) {
         g.output(fwd.predEmbeddings, 'pred_embeddings');
@@ -83,7 +94,10 @@ export class GradientEngine {
         const p = this.set.params.get(v.name.slice('param:'.length))!;
         feeds[v.name] = f32(p.shape, p.value);
       } else if (v.name.startsWith('lora_dropout:')) {
-        feeds[v.name] = f32(v.shape as number[], dropoutMask(v.shape as number[], this.set.spec.lora!.dropout, opts.dropoutSeed ?? 0, v.name));
+        feeds[v.name] = f32(
+          v.shape as number[],
+          dropoutMask(v.shape as number[], this.set.spec.lora!.dropout, opts.dropoutSeed ?? 0, v.name),
+        );
       }
     }
     const out = await session.run(feeds);
@@ -102,15 +116,19 @@ export class GradientEngine {
   private embedRows(ids: readonly number[]): Float32Array {
     const p = this.set.params.get(EMBED_TOKENS);
     if (!p) return this.model.embedTokens(ids);
-    const h = p.shape[1]!, out = new Float32Array(ids.length * h);
+    const h = p.shape[1]!,
+      out = new Float32Array(ids.length * h);
     ids.forEach((id, i) => out.set(p.value.subarray(id * h, (id + 1) * h), i * h));
     return out;
   }
 
   private scatterEmbed(ids: readonly number[], rows: Float32Array, dense: Float32Array | null): Float32Array {
     const p = this.set.params.get(EMBED_TOKENS)!;
-    const h = p.shape[1]!, out = dense ?? new Float32Array(p.value.length);
-    ids.forEach((id, i) => { for (let j = 0; j < h; j++) out[id * h + j]! += rows[i * h + j]!; });
+    const h = p.shape[1]!,
+      out = dense ?? new Float32Array(p.value.length);
+    ids.forEach((id, i) => {
+      for (let j = 0; j < h; j++) out[id * h + j]! += rows[i * h + j]!;
+    });
     return out;
   }
 

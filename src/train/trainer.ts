@@ -67,7 +67,8 @@ export function seedOf(...parts: (number | string)[]): number {
 export function initLora(set: TrainingSet, seed: number): void {
   for (const p of set.list()) {
     if (p.name.includes('.lora_A.')) {
-      const rand = mulberry32(seedOf(seed, 'lora', p.name)), bound = 1 / Math.sqrt(p.shape[1]!);
+      const rand = mulberry32(seedOf(seed, 'lora', p.name)),
+        bound = 1 / Math.sqrt(p.shape[1]!);
       for (let i = 0; i < p.value.length; i++) p.value[i] = Math.fround((2 * rand() - 1) * bound);
     } else if (p.name.includes('.lora_B.')) p.value.fill(0);
   }
@@ -84,12 +85,17 @@ export function reinitialize(set: TrainingSet, parts: readonly string[], seed: n
   for (const p of set.list()) {
     if (!parts.some((s) => p.name.includes(s)) || p.name.includes('.lora_')) continue;
     const rand = mulberry32(seedOf(seed, 'init', p.name));
-    const uniform = (bound: number): void => { for (let i = 0; i < p.value.length; i++) p.value[i] = Math.fround((2 * rand() - 1) * bound); };
-    const leaf = p.name.split('.').pop()!, owner = p.name.slice(0, -leaf.length - 1);
+    const uniform = (bound: number): void => {
+      for (let i = 0; i < p.value.length; i++) p.value[i] = Math.fround((2 * rand() - 1) * bound);
+    };
+    const leaf = p.name.split('.').pop()!,
+      owner = p.name.slice(0, -leaf.length - 1);
     const isNorm = /norm|ln_|layernorm|output_upscaling\.1\b/.test(owner);
     if (p.shape.length >= 2 && /embed|_token\b|tokens\b|embedding/.test(owner)) {
       for (let i = 0; i < p.value.length; i += 2) {
-        const u = Math.max(rand(), 1e-12), v = rand(), r = Math.sqrt(-2 * Math.log(u));
+        const u = Math.max(rand(), 1e-12),
+          v = rand(),
+          r = Math.sqrt(-2 * Math.log(u));
         p.value[i] = Math.fround(r * Math.cos(2 * Math.PI * v));
         if (i + 1 < p.value.length) p.value[i + 1] = Math.fround(r * Math.sin(2 * Math.PI * v));
       }
@@ -101,7 +107,8 @@ export function reinitialize(set: TrainingSet, parts: readonly string[], seed: n
     else {
       const w = set.params.get(`${owner}.weight`);
       const fanIn = !w ? 0 : w.shape.length === 2 ? w.shape[1]! : w.shape[1]! * w.shape.slice(2).reduce((a, b) => a * b, 1);
-      if (fanIn) uniform(1 / Math.sqrt(fanIn)); else p.value.fill(0);
+      if (fanIn) uniform(1 / Math.sqrt(fanIn));
+      else p.value.fill(0);
     }
     done.push(p.name);
   }
@@ -113,8 +120,12 @@ export async function sampleMicroBatch(sources: TrainOptions['sources'], batchSi
   const total = sources.reduce((n, s) => n + s.weight, 0);
   const out: TrainExample[] = [];
   for (let i = 0; i < batchSize; i++) {
-    let r = rand() * total, k = 0;
-    while (k < sources.length - 1 && r >= sources[k]!.weight) { r -= sources[k]!.weight; k++; }
+    let r = rand() * total,
+      k = 0;
+    while (k < sources.length - 1 && r >= sources[k]!.weight) {
+      r -= sources[k]!.weight;
+      k++;
+    }
     const src = sources[k]!.source;
     out.push(await src.example(Math.floor(rand() * src.length), rand));
   }
@@ -136,8 +147,16 @@ export async function train(model: LisaModel, opts: TrainOptions): Promise<RunSt
   // Step k runs at get_lr(k + 1) of a schedule ending one step after the last, so no step runs at 0.
   const schedule: WarmupDecayLR = { totalSteps: opts.steps + 1, warmupSteps: opts.warmupSteps, warmupMinLr: 0, warmupMaxLr: opts.lr };
   const settings = {
-    model: model.dir, spec: opts.spec, steps: opts.steps, batchSize: opts.batchSize, gradAccum: opts.gradAccum, lr: opts.lr, warmupSteps: opts.warmupSteps, seed: opts.seed,
-    data: opts.sources.map((s) => ({ name: s.source.name, length: s.source.length, weight: s.weight })), precision: model.precision,
+    model: model.dir,
+    spec: opts.spec,
+    steps: opts.steps,
+    batchSize: opts.batchSize,
+    gradAccum: opts.gradAccum,
+    lr: opts.lr,
+    warmupSteps: opts.warmupSteps,
+    seed: opts.seed,
+    data: opts.sources.map((s) => ({ name: s.source.name, length: s.source.length, weight: s.weight })),
+    precision: model.precision,
     reinit: opts.reinit ?? [],
   };
   let state: RunState = { step: 0, settings, best: null };
@@ -146,11 +165,22 @@ export async function train(model: LisaModel, opts: TrainOptions): Promise<RunSt
   if (latest) {
     state = loadCheckpoint(latest, set, adam);
     if (JSON.stringify(state.settings) !== JSON.stringify(settings)) {
-      throw new LisaError(`${out}: holds a run with other settings (${differingKeys(state.settings, settings).join(', ')}); use another --out, or the same settings to resume`);
+      throw new LisaError(
+        `${out}: holds a run with other settings (${differingKeys(state.settings, settings).join(', ')}); use another --out, or ` +
+          `the same settings to resume`,
+      );
     }
     // Steps logged after the checkpoint (a run killed between two saves) are redone: drop their lines.
     if (existsSync(logPath)) {
-      const kept = readFileSync(logPath, 'utf8').split('\n').filter((l) => { try { return l && (JSON.parse(l) as StepLog).step <= state.step; } catch { return false; } });
+      const kept = readFileSync(logPath, 'utf8')
+        .split('\n')
+        .filter((l) => {
+          try {
+            return l && (JSON.parse(l) as StepLog).step <= state.step;
+          } catch {
+            return false;
+          }
+        });
       writeAtomic(logPath, [kept.map((l) => `${l}\n`).join('')]);
     }
     opts.onMessage?.(`resuming from ${latest} (step ${state.step} of ${opts.steps})`);
@@ -190,14 +220,19 @@ export async function train(model: LisaModel, opts: TrainOptions): Promise<RunSt
       const log: StepLog = { step: state.step, ...sums, lr, grad_norm: norm, samples, seconds, samples_per_s: samples / seconds };
       if (opts.val && state.step % opts.stepsPerEpoch === 0) {
         const v = await validate(model, set, out, opts.val.items, opts.val.visionTower);
-        log.val_giou = v.giou; log.val_ciou = v.ciou;
+        log.val_giou = v.giou;
+        log.val_ciou = v.ciou;
         if (!state.best || v.giou > state.best.giou) state = { ...state, best: { giou: v.giou, step: state.step } };
       }
       appendFileSync(logPath, `${JSON.stringify(log)}\n`);
       opts.onStep?.(log);
       const stop = opts.shouldStop?.() === true;
-      if (state.step % opts.saveEvery === 0 || state.step === opts.steps || stop || log.val_giou !== undefined) saveCheckpoint(out, set, adam, state);
-      if (stop) { opts.onMessage?.(`stopped at step ${state.step}; checkpoint saved, the same command resumes`); break; }
+      if (state.step % opts.saveEvery === 0 || state.step === opts.steps || stop || log.val_giou !== undefined)
+        saveCheckpoint(out, set, adam, state);
+      if (stop) {
+        opts.onMessage?.(`stopped at step ${state.step}; checkpoint saved, the same command resumes`);
+        break;
+      }
     }
   } finally {
     await engine.release();
@@ -205,12 +240,25 @@ export async function train(model: LisaModel, opts: TrainOptions): Promise<RunSt
   return state;
 }
 
-function accumulate(acc: Map<string, Float32Array | null> | null, grads: Map<string, Float32Array | null>, scale: number): Map<string, Float32Array | null> {
+function accumulate(
+  acc: Map<string, Float32Array | null> | null,
+  grads: Map<string, Float32Array | null>,
+  scale: number,
+): Map<string, Float32Array | null> {
   const out = acc ?? new Map<string, Float32Array | null>();
   for (const [name, g] of grads) {
     const prev = out.get(name) ?? null;
-    if (!g) { if (!out.has(name)) out.set(name, null); continue; }
-    if (!prev) { out.set(name, Float32Array.from(g, (x) => Math.fround(x * scale))); continue; }
+    if (!g) {
+      if (!out.has(name)) out.set(name, null);
+      continue;
+    }
+    if (!prev) {
+      out.set(
+        name,
+        Float32Array.from(g, (x) => Math.fround(x * scale)),
+      );
+      continue;
+    }
     for (let i = 0; i < g.length; i++) prev[i] = Math.fround(prev[i]! + Math.fround(g[i]! * scale));
   }
   return out;
@@ -220,11 +268,22 @@ function accumulate(acc: Map<string, Float32Array | null> | null, grads: Map<str
  * train_ds.py's validate(): the trained weights merged into a released-layout folder, loaded like any
  * checkpoint, and scored with `lisa eval`'s teacher-forced protocol (gIoU, cIoU).
  */
-async function validate(model: LisaModel, set: TrainingSet, out: string, items: EvalItem[], visionTower: string): Promise<{ giou: number; ciou: number }> {
+async function validate(
+  model: LisaModel,
+  set: TrainingSet,
+  out: string,
+  items: EvalItem[],
+  visionTower: string,
+): Promise<{ giou: number; ciou: number }> {
   const dir = join(out, '.validation-model');
   rmSync(dir, { recursive: true, force: true });
   mergeToReleased(model.ckpt, model.dir, set, dir);
-  const merged = LisaModel.load(dir, { visionTower, cacheDir: model.engine.cacheDir, threads: model.engine.threads, precision: model.precision });
+  const merged = LisaModel.load(dir, {
+    visionTower,
+    cacheDir: model.engine.cacheDir,
+    threads: model.engine.threads,
+    precision: model.precision,
+  });
   try {
     const evalDir = join(out, '.validation-results');
     rmSync(evalDir, { recursive: true, force: true });

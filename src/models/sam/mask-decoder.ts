@@ -21,7 +21,14 @@ function mlp(g: Graph, w: ModuleWeights, x: Value): Value {
  * per mask token. Returns all 4 masks [N, 4, 256, 256] and IoU predictions [N, 4]; callers slice
  * (multimask_output=False → mask 0, as LISA; True → masks 1..3).
  */
-export function samMaskDecoder(g: Graph, w: ModuleWeights, imageEmbeddings: Value, imagePe: Value, sparse: Value, noMaskEmbed: Value): { masks: Value; iou: Value } {
+export function samMaskDecoder(
+  g: Graph,
+  w: ModuleWeights,
+  imageEmbeddings: Value,
+  imagePe: Value,
+  sparse: Value,
+  noMaskEmbed: Value,
+): { masks: Value; iou: Value } {
   const [, c, h, wd] = imageEmbeddings.shape as number[];
   // The prompt count: static when the caller's graph knows it (training), a run-time size otherwise.
   const n = typeof sparse.shape[0] === 'number' ? sparse.shape[0] : g.dimOf(sparse, 0);

@@ -17,7 +17,13 @@ export class SamMaskHead {
   private readonly sessions = new Map<'decoder' | 'post', Promise<EngineSession>>();
   private pe: Float32Array | null = null;
 
-  constructor(readonly ckpt: Checkpoint, readonly prefix: string, readonly engine: Engine, readonly imgSize = 1024, readonly grid = 64) {
+  constructor(
+    readonly ckpt: Checkpoint,
+    readonly prefix: string,
+    readonly engine: Engine,
+    readonly imgSize = 1024,
+    readonly grid = 64,
+  ) {
     this.promptEncoder = new SamPromptEncoder(new ModuleWeights(ckpt, prefix).sub('prompt_encoder'), [grid, grid], [imgSize, imgSize]);
   }
 
@@ -38,15 +44,29 @@ export class SamMaskHead {
     const emb = g.input('image_embeddings', 'float32', [1, c, this.grid, this.grid]);
     const sparse = g.input('sparse', 'float32', ['n', 't', c]);
     const pe = g.constant('float32', [1, c, this.grid, this.grid], this.imagePe(), 'image_pe');
-    const { masks, iou } = samMaskDecoder(g, w.sub('mask_decoder'), emb, pe, sparse, w.sub('prompt_encoder').param(g, 'no_mask_embed.weight'));
+    const { masks, iou } = samMaskDecoder(
+      g,
+      w.sub('mask_decoder'),
+      emb,
+      pe,
+      sparse,
+      w.sub('prompt_encoder').param(g, 'no_mask_embed.weight'),
+    );
     g.output(masks, 'masks');
     g.output(iou, 'iou_predictions');
     return g;
   }
 
   /** The mask decoder for N prompts of T sparse tokens each, on one image: all mask tokens [N, 4, 256, 256], IoU [N, 4]. */
-  async decode(imageEmbeddings: HostTensor, sparse: Float32Array, n: number, tokens: number): Promise<{ masks: HostTensor; iou: HostTensor }> {
-    const out = await (await this.decoderSession()).run({ image_embeddings: imageEmbeddings, sparse: f32([n, tokens, this.promptEncoder.embedDim], sparse) });
+  async decode(
+    imageEmbeddings: HostTensor,
+    sparse: Float32Array,
+    n: number,
+    tokens: number,
+  ): Promise<{ masks: HostTensor; iou: HostTensor }> {
+    const out = await (
+      await this.decoderSession()
+    ).run({ image_embeddings: imageEmbeddings, sparse: f32([n, tokens, this.promptEncoder.embedDim], sparse) });
     return { masks: out.masks!, iou: out.iou_predictions! };
   }
 
@@ -59,7 +79,10 @@ export class SamMaskHead {
     const low = 4 * this.grid;
     const masks = g.input('masks', 'float32', ['n', 'm', low, low]);
     const axis = (name: string, n: string): AxisResize => ({
-      i0: g.input(`${name}_i0`, 'int64', [n]), i1: g.input(`${name}_i1`, 'int64', [n]), w0: g.input(`${name}_w0`, 'float32', [n]), w1: g.input(`${name}_w1`, 'float32', [n]),
+      i0: g.input(`${name}_i0`, 'int64', [n]),
+      i1: g.input(`${name}_i1`, 'int64', [n]),
+      w0: g.input(`${name}_w0`, 'float32', [n]),
+      w1: g.input(`${name}_w1`, 'float32', [n]),
     });
     g.output(postprocessMasks(g, masks, { rows: axis('rows', 'H'), cols: axis('cols', 'W') }, this.imgSize), 'pred_masks');
     return g;
@@ -92,12 +115,17 @@ export class SamMaskHead {
  */
 export function selectMaskToken(masks: HostTensor, iou: HostTensor, multimask: boolean): { lowRes: HostTensor; scores: Float32Array } {
   const [n, m, mh, mw] = masks.shape as [number, number, number, number];
-  const data = masks.data as Float32Array, all = iou.data as Float32Array;
-  const low = new Float32Array(n * mh * mw), scores = new Float32Array(n);
+  const data = masks.data as Float32Array,
+    all = iou.data as Float32Array;
+  const low = new Float32Array(n * mh * mw),
+    scores = new Float32Array(n);
   for (let i = 0; i < n; i++) {
     const s = all.subarray(i * m, (i + 1) * m);
     let pick = 0;
-    if (multimask) { pick = 1; for (let k = 2; k < m; k++) if (s[k]! > s[pick]!) pick = k; }
+    if (multimask) {
+      pick = 1;
+      for (let k = 2; k < m; k++) if (s[k]! > s[pick]!) pick = k;
+    }
     low.set(data.subarray((i * m + pick) * mh * mw, (i * m + pick + 1) * mh * mw), i * mh * mw);
     scores[i] = s[pick]!;
   }

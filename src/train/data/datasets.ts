@@ -20,11 +20,18 @@ const MAX_JSON_BYTES = 2 * 1024 ** 3;
 function readJson(path: string): unknown {
   if (!existsSync(path)) throw new LisaError(`${path}: not found`);
   if (statSync(path).size > MAX_JSON_BYTES) throw new LisaError(`${path}: too large`);
-  try { return JSON.parse(readFileSync(path, 'utf8')); } catch (e) { throw new LisaError(`${path}: not valid JSON (${(e as Error).message})`); }
+  try {
+    return JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new LisaError(`${path}: not valid JSON (${(e as Error).message})`);
+  }
 }
 const list = (dir: string, ext: string): string[] => {
   if (!existsSync(dir)) throw new LisaError(`${dir}: no such folder`);
-  return readdirSync(dir).filter((f) => f.endsWith(ext)).sort().map((f) => join(dir, f));
+  return readdirSync(dir)
+    .filter((f) => f.endsWith(ext))
+    .sort()
+    .map((f) => join(dir, f));
 };
 
 /** ADE20K: 0 → ignore, then label − 1 (150 classes). */
@@ -42,25 +49,41 @@ export class LabelMapSource implements TrainSource {
   private readonly classes: readonly string[];
   private readonly transform: (v: number) => number;
 
-  constructor(readonly root: string, readonly kind: 'ade20k' | 'cocostuff' | 'mapillary') {
+  constructor(
+    readonly root: string,
+    readonly kind: 'ade20k' | 'cocostuff' | 'mapillary',
+  ) {
     this.name = `${kind}:${root}`;
     if (kind === 'ade20k') {
-      this.pairs = list(join(root, 'ade20k', 'images', 'training'), '.jpg').map((image) => ({ image, label: image.replace(/\.jpg$/, '.png').replace('/images/', '/annotations/') }));
-      this.classes = ADE20K_CLASSES; this.transform = ade20kLabel;
+      this.pairs = list(join(root, 'ade20k', 'images', 'training'), '.jpg').map((image) => ({
+        image,
+        label: image.replace(/\.jpg$/, '.png').replace('/images/', '/annotations/'),
+      }));
+      this.classes = ADE20K_CLASSES;
+      this.transform = ade20kLabel;
     } else if (kind === 'cocostuff') {
-      this.pairs = list(join(root, 'cocostuff', 'train2017'), '.png').map((label) => ({ label, image: label.replace(/\.png$/, '.jpg').replace('/cocostuff/', '/coco/') }));
-      this.classes = COCOSTUFF_CLASSES; this.transform = cocostuffLabel;
+      this.pairs = list(join(root, 'cocostuff', 'train2017'), '.png').map((label) => ({
+        label,
+        image: label.replace(/\.png$/, '.jpg').replace('/cocostuff/', '/coco/'),
+      }));
+      this.classes = COCOSTUFF_CLASSES;
+      this.transform = cocostuffLabel;
     } else {
       const cfg = readJson(join(root, 'mapillary', 'config_v2.0.json')) as { labels?: { readable?: string }[] };
       if (!Array.isArray(cfg.labels)) throw new LisaError(`${root}/mapillary/config_v2.0.json: no "labels" list`);
       this.classes = cfg.labels.map((l) => String(l.readable ?? '').toLowerCase());
-      this.pairs = list(join(root, 'mapillary', 'training', 'v2.0', 'labels'), '.png').map((label) => ({ label, image: label.replace(/\.png$/, '.jpg').replace('v2.0/labels', 'images') }));
+      this.pairs = list(join(root, 'mapillary', 'training', 'v2.0', 'labels'), '.png').map((label) => ({
+        label,
+        image: label.replace(/\.png$/, '.jpg').replace('v2.0/labels', 'images'),
+      }));
       this.transform = (v) => v;
     }
     if (this.pairs.length === 0) throw new LisaError(`${this.name}: no images`);
   }
 
-  get length(): number { return this.pairs.length; }
+  get length(): number {
+    return this.pairs.length;
+  }
 
   /** The label map is read here: its classes decide the questions, and the masks are cut from it. */
   async example(index: number, rand: () => number): Promise<TrainExample> {
@@ -90,26 +113,49 @@ export class CocoPartSource implements TrainSource {
   private readonly anns = new Map<number, { category_id: number; segmentation: unknown }[]>();
   private readonly names = new Map<number, string | [string, string]>();
 
-  constructor(readonly root: string, readonly kind: 'paco_lvis' | 'pascal_part') {
+  constructor(
+    readonly root: string,
+    readonly kind: 'paco_lvis' | 'pascal_part',
+  ) {
     this.name = `${kind}:${root}`;
-    const json = kind === 'paco_lvis' ? join(root, 'vlpart', 'paco', 'annotations', 'paco_lvis_v1_train.json') : join(root, 'vlpart', 'pascal_part', 'train.json');
-    const d = readJson(json) as { images?: { id: number; file_name: string; width: number; height: number }[]; annotations?: { image_id: number; category_id: number; segmentation: unknown }[]; categories?: { id: number; name: string }[] };
-    if (!Array.isArray(d.images) || !Array.isArray(d.annotations) || !Array.isArray(d.categories)) throw new LisaError(`${json}: expected COCO "images", "annotations" and "categories"`);
+    const json =
+      kind === 'paco_lvis'
+        ? join(root, 'vlpart', 'paco', 'annotations', 'paco_lvis_v1_train.json')
+        : join(root, 'vlpart', 'pascal_part', 'train.json');
+    const d = readJson(json) as {
+      images?: { id: number; file_name: string; width: number; height: number }[];
+      annotations?: { image_id: number; category_id: number; segmentation: unknown }[];
+      categories?: { id: number; name: string }[];
+    };
+    if (!Array.isArray(d.images) || !Array.isArray(d.annotations) || !Array.isArray(d.categories))
+      throw new LisaError(`${json}: expected COCO "images", "annotations" and "categories"`);
     const cut = (s: string): string => s.split('_(')[0]!;
     for (const c of d.categories) {
       const parts = c.name.trim().split(':');
       this.names.set(c.id, parts.length === 1 ? cut(parts[0]!) : [cut(parts[0]!), cut(parts[1]!)]);
     }
-    for (const a of d.annotations) { let l = this.anns.get(a.image_id); if (!l) { l = []; this.anns.set(a.image_id, l); } l.push(a); }
+    for (const a of d.annotations) {
+      let l = this.anns.get(a.image_id);
+      if (!l) {
+        l = [];
+        this.anns.set(a.image_id, l);
+      }
+      l.push(a);
+    }
     for (const im of d.images) {
       if (!this.anns.get(im.id)?.length) continue; // the official code re-draws an image without annotations
-      const file = kind === 'pascal_part' ? join(root, 'vlpart', 'pascal_part', 'VOCdevkit', 'VOC2010', 'JPEGImages', im.file_name) : join(root, 'coco', im.file_name);
+      const file =
+        kind === 'pascal_part'
+          ? join(root, 'vlpart', 'pascal_part', 'VOCdevkit', 'VOC2010', 'JPEGImages', im.file_name)
+          : join(root, 'coco', im.file_name);
       this.images.push({ id: im.id, file, width: im.width, height: im.height });
     }
     if (this.images.length === 0) throw new LisaError(`${json}: no annotated images`);
   }
 
-  get length(): number { return this.images.length; }
+  get length(): number {
+    return this.images.length;
+  }
 
   example(index: number, rand: () => number): TrainExample {
     const im = this.images[index]!;
@@ -128,10 +174,14 @@ export class CocoPartSource implements TrainSource {
 function annToMask(seg: unknown, h: number, w: number, where: string): Uint8Array {
   if (Array.isArray(seg)) {
     const out = new Uint8Array(h * w);
-    for (const poly of seg as number[][]) { const m = polygonToMask(poly, h, w); for (let i = 0; i < out.length; i++) out[i] = out[i]! | m.data[i]!; }
+    for (const poly of seg as number[][]) {
+      const m = polygonToMask(poly, h, w);
+      for (let i = 0; i < out.length; i++) out[i] = out[i]! | m.data[i]!;
+    }
     return out;
   }
-  if (seg && typeof seg === 'object' && 'counts' in seg && 'size' in seg) return decodeRle(seg as { size: [number, number]; counts: string | number[] }).data;
+  if (seg && typeof seg === 'object' && 'counts' in seg && 'size' in seg)
+    return decodeRle(seg as { size: [number, number]; counts: string | number[] }).data;
   throw new LisaError(`${where}: annotation segmentation is neither polygons nor RLE`);
 }
 
@@ -141,15 +191,21 @@ export class ReferSegSource implements TrainSource {
   private readonly images: ReturnType<typeof loadRefer>;
   private readonly anns: ReturnType<typeof referAnnotations>;
 
-  constructor(readonly root: string, readonly dataset: string) {
-    if (!REFER_SPLITS[dataset]) throw new LisaError(`refer data: unknown dataset ${dataset} (expected ${Object.keys(REFER_SPLITS).join(', ')})`);
+  constructor(
+    readonly root: string,
+    readonly dataset: string,
+  ) {
+    if (!REFER_SPLITS[dataset])
+      throw new LisaError(`refer data: unknown dataset ${dataset} (expected ${Object.keys(REFER_SPLITS).join(', ')})`);
     this.name = `${dataset}:${root}`;
     this.images = loadRefer(root, dataset, 'train').filter((im) => im.queries.some((q) => !q.noTarget));
     this.anns = referAnnotations(root, dataset);
     if (this.images.length === 0) throw new LisaError(`${this.name}: no training images`);
   }
 
-  get length(): number { return this.images.length; }
+  get length(): number {
+    return this.images.length;
+  }
 
   example(index: number, rand: () => number): TrainExample {
     const im = this.images[index]!;
@@ -171,12 +227,16 @@ export class VqaSource implements TrainSource {
   readonly name: string;
   private readonly items: { image: string; conv: Conversation }[] = [];
 
-  constructor(readonly root: string, json = join(root, 'llava_dataset', 'llava_instruct_150k.json')) {
+  constructor(
+    readonly root: string,
+    json = join(root, 'llava_dataset', 'llava_instruct_150k.json'),
+  ) {
     this.name = `vqa:${json}`;
     const d = readJson(json);
     if (!Array.isArray(d)) throw new LisaError(`${json}: expected a list of conversations`);
     for (const [i, item] of (d as { image?: string; conversations?: { from: string; value: string }[] }[]).entries()) {
-      if (typeof item.image !== 'string' || !Array.isArray(item.conversations)) throw new LisaError(`${json}[${i}]: needs "image" and "conversations"`);
+      if (typeof item.image !== 'string' || !Array.isArray(item.conversations))
+        throw new LisaError(`${json}[${i}]: needs "image" and "conversations"`);
       let turns = item.conversations;
       if (turns[0]?.from !== 'human') turns = turns.slice(1);
       const pairs: Conversation['turns'] = [];
@@ -191,11 +251,12 @@ export class VqaSource implements TrainSource {
     if (this.items.length === 0) throw new LisaError(`${json}: no conversations with an image`);
   }
 
-  get length(): number { return this.items.length; }
+  get length(): number {
+    return this.items.length;
+  }
 
   example(index: number): TrainExample {
     const it = this.items[index]!;
     return { image: it.image, conversations: [it.conv], masks: [], where: `${this.name}[${index}]` };
   }
 }
-

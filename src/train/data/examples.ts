@@ -14,7 +14,8 @@ export async function materializeMask(spec: MaskSpec, height: number, width: num
   if ('png' in spec) {
     if (!existsSync(spec.png)) throw new LisaError(`${where}: mask ${spec.png} does not exist`);
     const m = await decodeImage(spec.png);
-    if (m.width !== width || m.height !== height) throw new LisaError(`${where}: mask ${spec.png} is ${m.width}x${m.height} but the image is ${width}x${height}`);
+    if (m.width !== width || m.height !== height)
+      throw new LisaError(`${where}: mask ${spec.png} is ${m.width}x${m.height} but the image is ${width}x${height}`);
     return Uint8Array.from({ length: width * height }, (_, i) => (m.data[i * 3]! > 0 ? 1 : 0));
   }
   if ('polygons' in spec) {
@@ -22,7 +23,8 @@ export async function materializeMask(spec: MaskSpec, height: number, width: num
     spec.polygons.forEach((poly, k) => {
       if (poly.length < 3) throw new LisaError(`${where}: polygon ${k} has ${poly.length} points (at least 3)`);
       for (const [x, y] of poly) {
-        if (!Number.isFinite(x) || !Number.isFinite(y) || x < 0 || y < 0 || x > width || y > height) throw new LisaError(`${where}: polygon ${k} point (${x}, ${y}) is outside the ${width}x${height} image`);
+        if (!Number.isFinite(x) || !Number.isFinite(y) || x < 0 || y < 0 || x > width || y > height)
+          throw new LisaError(`${where}: polygon ${k} point (${x}, ${y}) is outside the ${width}x${height} image`);
       }
       const pts = poly.map(([x, y]) => [Math.trunc(x), Math.trunc(y)] as [number, number]);
       polylines(img, pts, 1);
@@ -44,15 +46,26 @@ export async function checkExample(ex: TrainExample): Promise<string[]> {
   const problems: string[] = [];
   if (!existsSync(ex.image) || !statSync(ex.image).isFile()) return [`${ex.where}: image ${ex.image} does not exist`];
   let image: RgbImage;
-  try { image = await decodeImage(ex.image); } catch (e) { return [`${ex.where}: ${(e as Error).message}`]; }
+  try {
+    image = await decodeImage(ex.image);
+  } catch (e) {
+    return [`${ex.where}: ${(e as Error).message}`];
+  }
   const segs = segCount(ex);
   if (!ex.conversations[0]?.turns[0]?.question.includes('<image>')) problems.push(`${ex.where}: the first question has no <image>`);
-  if (segs !== ex.masks.length) problems.push(segs === 0 && ex.masks.length > 0 ? `${ex.where}: ${ex.masks.length} mask(s) given but the answer has no [SEG]` : `${ex.where}: the answers hold ${segs} [SEG] but ${ex.masks.length} mask(s) are given`);
+  if (segs !== ex.masks.length)
+    problems.push(
+      segs === 0 && ex.masks.length > 0
+        ? `${ex.where}: ${ex.masks.length} mask(s) given but the answer has no [SEG]`
+        : `${ex.where}: the answers hold ${segs} [SEG] but ${ex.masks.length} mask(s) are given`,
+    );
   for (const [k, spec] of ex.masks.entries()) {
     try {
       const m = await materializeMask(spec, image.height, image.width, ex.where);
       if (!m.some((v) => v !== 0)) problems.push(`${ex.where}: mask ${k} is empty`);
-    } catch (e) { problems.push((e as Error).message); }
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
   }
   return problems;
 }
@@ -63,14 +76,26 @@ export async function checkExample(ex: TrainExample): Promise<string[]> {
  */
 export class EncodingCache {
   private readonly map = new Map<string, Promise<Omit<TrainImage, 'gtMasks' | 'numMasks'>>>();
-  constructor(readonly model: LisaModel, readonly capacity = 256) {}
+  constructor(
+    readonly model: LisaModel,
+    readonly capacity = 256,
+  ) {}
 
   get(path: string): Promise<Omit<TrainImage, 'gtMasks' | 'numMasks'>> {
     let e = this.map.get(path);
-    if (e) { this.map.delete(path); this.map.set(path, e); return e; }
+    if (e) {
+      this.map.delete(path);
+      this.map.set(path, e);
+      return e;
+    }
     e = (async () => {
       const enc = await this.model.encodeImage(await decodeImage(path));
-      return { projected: enc.projected, samEmbeddings: enc.samEmbeddings.data as Float32Array, resize: enc.resize, originalSize: enc.originalSize };
+      return {
+        projected: enc.projected,
+        samEmbeddings: enc.samEmbeddings.data as Float32Array,
+        resize: enc.resize,
+        originalSize: enc.originalSize,
+      };
     })();
     e.catch(() => this.map.delete(path));
     this.map.set(path, e);
@@ -80,7 +105,12 @@ export class EncodingCache {
 }
 
 /** A micro-batch from examples: conversations collated and padded, images encoded, masks drawn. */
-export async function buildBatch(model: LisaModel, cache: EncodingCache, examples: readonly TrainExample[], imageRows: number): Promise<TrainBatch> {
+export async function buildBatch(
+  model: LisaModel,
+  cache: EncodingCache,
+  examples: readonly TrainExample[],
+  imageRows: number,
+): Promise<TrainBatch> {
   const collated = [];
   const offset = [0];
   const images: TrainImage[] = [];
@@ -88,13 +118,17 @@ export async function buildBatch(model: LisaModel, cache: EncodingCache, example
     const enc = await cache.get(ex.image);
     const [h, w] = enc.originalSize;
     const segs = segCount(ex);
-    if (segs !== ex.masks.length) throw new LisaError(`${ex.where}: the answers hold ${segs} [SEG] but ${ex.masks.length} mask(s) are given`);
+    if (segs !== ex.masks.length)
+      throw new LisaError(`${ex.where}: the answers hold ${segs} [SEG] but ${ex.masks.length} mask(s) are given`);
     const gt = new Uint8Array(ex.masks.length * h * w);
     for (const [k, spec] of ex.masks.entries()) gt.set(await materializeMask(spec, h, w, ex.where), k * h * w);
     for (const c of ex.conversations) {
       const col = collateConversation(model.tokenizer, c, imageRows, model.config.mmUseImStartEnd);
       // A truncated conversation can lose a [SEG]: the official code then fails its mask-count assert.
-      if (col.inputIds.filter((x) => x === model.segTokenIdx).length < c.turns.reduce((n, t) => n + countSeg(t.answer), 0)) throw new LisaError(`${ex.where}: the conversation is longer than the model takes (${col.inputIds.length} tokens) and loses a [SEG]`);
+      if (col.inputIds.filter((x) => x === model.segTokenIdx).length < c.turns.reduce((n, t) => n + countSeg(t.answer), 0))
+        throw new LisaError(
+          `${ex.where}: the conversation is longer than the model takes (${col.inputIds.length} tokens) and loses a [SEG]`,
+        );
       collated.push(col);
     }
     offset.push(collated.length);

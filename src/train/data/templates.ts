@@ -20,12 +20,15 @@ export const pick = <T>(list: readonly T[], rand: () => number): T => list[Math.
 
 /** The question for a class name (lower-cased, as the official datasets) or a sentence (kept as written). */
 export function questionFor(text: string, isSentence: boolean, rand: () => number): string {
-  return isSentence ? pick(LONG_QUESTION_LIST, rand).replace('{sent}', text) : pick(SHORT_QUESTION_LIST, rand).replace('{class_name}', text.toLowerCase());
+  return isSentence
+    ? pick(LONG_QUESTION_LIST, rand).replace('{sent}', text)
+    : pick(SHORT_QUESTION_LIST, rand).replace('{class_name}', text.toLowerCase());
 }
 
 /** random.sample(items, min(n, len)): up to n distinct items, in sampled order. */
 export function sampleUpTo<T>(items: readonly T[], n: number, rand: () => number): T[] {
-  const pool = [...items], out: T[] = [];
+  const pool = [...items],
+    out: T[] = [];
   while (out.length < n && pool.length) out.push(pool.splice(Math.floor(rand() * pool.length), 1)[0]!);
   return out;
 }
