@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import { LisaError } from '../errors.js';
-import { decodeImage } from '../image/decode.js';
+import { decodeImage, type RgbImage } from '../image/decode.js';
+import type { SegmentOptions, SegmentResult } from '../inference/chat.js';
 import { Lisa } from '../inference/lisa.js';
 import { checkOutputDir } from '../io/file.js';
 import type { BoxPrompt, PointPrompt } from '../models/sam/prompt-encoder.js';
@@ -56,10 +57,7 @@ export function registerSegment(program: Command): void {
       try {
         const streaming = !o.json && process.stdout.isTTY && o.answer === undefined && question.trim() !== '';
         const r = await lisa.segment(image, question, {
-          ...(o.maxNewTokens ? { maxNewTokens: o.maxNewTokens } : {}),
-          ...(o.answer !== undefined ? { answer: o.answer } : {}),
-          ...(o.point ? { points: o.point } : {}),
-          ...(o.box ? { box: o.box } : {}),
+          ...segmentOptions(o),
           ...(streaming
             ? {
                 onText: (d: string) => {
@@ -71,15 +69,7 @@ export function registerSegment(program: Command): void {
         });
         clearProgress();
         const name = resultName(imagePath);
-        const json = resultJson(r, {
-          image: imagePath,
-          width: image.width,
-          height: image.height,
-          question,
-          model: o.model,
-          name,
-          written: Boolean(o.out),
-        });
+        const json = jsonFor(o, r, imagePath, image, question, name);
         const written = o.out ? await writeResult(o.out, name, image, r, json) : [];
         if (o.json) {
           process.stdout.write(JSON.stringify(json, null, 2) + '\n');
@@ -100,6 +90,27 @@ export function registerSegment(program: Command): void {
         await lisa.close();
       }
     });
+}
+
+/** The library options a segment run's flags give (one image or a batch alike). */
+function segmentOptions(o: SegmentCliOptions): SegmentOptions {
+  return {
+    ...(o.maxNewTokens ? { maxNewTokens: o.maxNewTokens } : {}),
+    ...(o.answer !== undefined ? { answer: o.answer } : {}),
+    ...(o.point ? { points: o.point } : {}),
+    ...(o.box ? { box: o.box } : {}),
+  };
+}
+
+function jsonFor(
+  o: SegmentCliOptions,
+  r: SegmentResult,
+  image: string,
+  rgb: RgbImage,
+  question: string,
+  name: string,
+): Record<string, unknown> {
+  return resultJson(r, { image, width: rgb.width, height: rgb.height, question, model: o.model, name, written: Boolean(o.out) });
 }
 
 /** The --image arguments: files as given, a folder as its JPEG/PNG/WebP files in name order. */
@@ -159,23 +170,12 @@ async function segmentBatch(o: SegmentCliOptions, paths: readonly string[], ques
         const image = await decodeImage(path);
         checkPrompts(o, image.width, image.height);
         const r = await lisa.segment(image, question, {
-          ...(o.maxNewTokens ? { maxNewTokens: o.maxNewTokens } : {}),
-          ...(o.answer !== undefined ? { answer: o.answer } : {}),
-          ...(o.point ? { points: o.point } : {}),
-          ...(o.box ? { box: o.box } : {}),
+          ...segmentOptions(o),
         });
         let name = resultName(path);
         for (let k = 2; used.has(name); k++) name = `${resultName(path)}_${k}`;
         used.add(name);
-        const json = resultJson(r, {
-          image: path,
-          width: image.width,
-          height: image.height,
-          question,
-          model: o.model,
-          name,
-          written: Boolean(o.out),
-        });
+        const json = jsonFor(o, r, path, image, question, name);
         if (o.out) await writeResult(o.out, name, image, r, json);
         results.push(json);
         masks += r.masks.length;
