@@ -14,8 +14,9 @@ import { registerTokenize } from './tokenize.js';
 import { registerTrainStep } from './train-step.js';
 import { registerTrain } from './train.js';
 import { registerMerge } from './merge.js';
+import { registerServe } from './serve.js';
 
-function packageVersion(): string {
+export function packageVersion(): string {
   const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'package.json'), 'utf8')) as {
     version: string;
   };
@@ -56,6 +57,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   registerTrain(program);
   registerMerge(program);
   registerCache(program);
+  registerServe(program);
 
   try {
     await program.parseAsync(argv as string[]);

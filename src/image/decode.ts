@@ -18,7 +18,11 @@ export const MAX_IMAGE_FILE_BYTES = 256 * 1024 * 1024;
  * orientation applied, greyscale replicated to three channels, alpha dropped (not composited), 16-bit samples
  * reduced to 8 bits, no colour-profile conversion.
  */
-export async function decodeImage(input: string | Uint8Array, name = typeof input === 'string' ? input : 'image'): Promise<RgbImage> {
+export async function decodeImage(
+  input: string | Uint8Array,
+  name = typeof input === 'string' ? input : 'image',
+  maxPixels = MAX_IMAGE_PIXELS,
+): Promise<RgbImage> {
   let bytes: Uint8Array;
   if (typeof input === 'string') {
     let st: ReturnType<typeof statSync>;
@@ -42,10 +46,8 @@ export async function decodeImage(input: string | Uint8Array, name = typeof inpu
   if (!meta.width || !meta.height) throw new LisaError(`${name}: image has no pixels (${meta.width ?? 0}x${meta.height ?? 0})`);
   if (!['jpeg', 'png', 'webp'].includes(meta.format ?? ''))
     throw new LisaError(`${name}: ${meta.format} images are not supported; expected JPEG, PNG or WebP`);
-  if (meta.width * meta.height > MAX_IMAGE_PIXELS)
-    throw new LisaError(
-      `${name}: image is ${meta.width}x${meta.height}, larger than the limit of ${MAX_IMAGE_PIXELS.toLocaleString('en-US')} pixels`,
-    );
+  if (meta.width * meta.height > maxPixels)
+    throw new LisaError(`${name}: image is ${meta.width}x${meta.height}, larger than the limit of ${maxPixels.toLocaleString('en-US')} pixels`);
   try {
     const { data, info } = await sharp(bytes, { limitInputPixels: MAX_IMAGE_PIXELS, failOn: 'error', ignoreIcc: true })
       .rotate() // EXIF orientation, as imread applies it

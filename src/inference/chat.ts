@@ -5,6 +5,7 @@ import { samResizeShape } from '../image/preprocess.js';
 import type { ImageEncoding, LisaModel } from '../models/lisa.js';
 import type { BoxPrompt, PointPrompt } from '../models/sam/prompt-encoder.js';
 import { imageQuestion, llavaV1Prompt, type Message } from '../text/conversation.js';
+import { ByteLru } from './byte-lru.js';
 import { generate, type SamplingOptions } from './generate.js';
 import { llmForward, type KvCache } from './llm.js';
 import { toSegMasks, type SegMask } from './masks.js';
@@ -69,16 +70,34 @@ export interface EncodedImage {
   prefix?: { ids: number[]; cache: KvCache };
 }
 
+/** What an encoded image holds in memory: pixels, encoder outputs and its prompt-prefix KV cache. */
+export function encodedImageBytes(img: EncodedImage): number {
+  const e = img.encoding;
+  const arrays = [e.image.data, e.clipPixels, e.samResized.data, e.clipFeatures, e.projected, e.samEmbeddings.data, e.clipHiddenStates];
+  return arrays.reduce((n, a) => n + (a ? (a as ArrayBufferView).byteLength : 0), 0) + (img.prefix?.cache.bytes ?? 0);
+}
+
+/** Where encoded images are kept: the library's own LRU, or a server's store shared with its chat sessions. */
+export interface ImageStore {
+  get(key: string): EncodedImage | undefined;
+  set(key: string, image: EncodedImage): void;
+}
+
+/** The library's default: images (with their KV prefixes) up to 2 GiB, least recently used evicted first. */
+export const DEFAULT_IMAGE_CACHE_BYTES = 2 * 1024 ** 3;
+
 function now(): number {
   return performance.now();
 }
 
-/** Decodes, checks and encodes images, remembering the last few so follow-up questions skip CLIP and SAM. */
+/**
+ * Decodes, checks and encodes images, remembering them by the hash of their pixels so follow-up questions skip CLIP
+ * and SAM.
+ */
 export class ImageCache {
-  private readonly entries = new Map<string, EncodedImage>();
   constructor(
     private readonly model: LisaModel,
-    private readonly capacity = 4,
+    readonly store: ImageStore = new ByteLru<EncodedImage>(DEFAULT_IMAGE_CACHE_BYTES, encodedImageBytes),
   ) {}
 
   async get(input: ImageInput): Promise<{ image: EncodedImage; encodeMs: number }> {
@@ -86,16 +105,11 @@ export class ImageCache {
     if (rgb.width < 1 || rgb.height < 1 || rgb.data.length !== rgb.width * rgb.height * 3)
       throw new LisaError(`image must be non-empty 8-bit RGB, got ${rgb.width}x${rgb.height} with ${rgb.data.length} bytes`);
     const key = createHash('sha256').update(rgb.data).update(`${rgb.width}x${rgb.height}`).digest('hex');
-    const hit = this.entries.get(key);
-    if (hit) {
-      this.entries.delete(key);
-      this.entries.set(key, hit);
-      return { image: hit, encodeMs: 0 };
-    }
+    const hit = this.store.get(key);
+    if (hit) return { image: hit, encodeMs: 0 };
     const t = now();
     const image = { key, encoding: await this.model.encodeImage(rgb) };
-    this.entries.set(key, image);
-    while (this.entries.size > this.capacity) this.entries.delete(this.entries.keys().next().value!);
+    this.store.set(key, image);
     return { image, encodeMs: now() - t };
   }
 }
@@ -124,9 +138,35 @@ export class ChatSession {
   /** Switches to a new image and clears the history. */
   async setImage(input: ImageInput): Promise<number> {
     const { image, encodeMs } = await this.images.get(input);
+    this.useImage(image);
+    return encodeMs;
+  }
+
+  /** Switches to an image encoded earlier (a server's `image_id`) and clears the history. */
+  useImage(image: EncodedImage): void {
     this.image = image;
     this.reset();
-    return encodeMs;
+  }
+
+  get imageKey(): string | undefined {
+    return this.image?.key;
+  }
+
+  /**
+   * Replaces the history with earlier turns (an OpenAI-style client sends the whole conversation each time). The KV
+   * cache is kept: the next turn reuses whatever prefix it still shares with the new history.
+   */
+  restore(turns: readonly { question: string; answer: string }[]): void {
+    this.messages.length = 0;
+    turns.forEach((t, i) => {
+      const content = i === 0 ? imageQuestion(t.question, this.model.config.mmUseImStartEnd) : t.question;
+      this.messages.push({ role: 'USER', content }, { role: 'ASSISTANT', content: t.answer });
+    });
+  }
+
+  /** Bytes of this conversation's KV cache (the image is counted where it is stored). */
+  get bytes(): number {
+    return this.cache?.bytes ?? 0;
   }
 
   /** Clears the history; the image's prompt-prefix cache (if any) is kept, as it does not depend on it. */

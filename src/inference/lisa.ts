@@ -1,5 +1,5 @@
 import { LisaModel, type LisaLoadOptions } from '../models/lisa.js';
-import { ChatSession, ImageCache, type ImageInput, type SegmentOptions, type SegmentResult } from './chat.js';
+import { ChatSession, ImageCache, type ImageInput, type ImageStore, type SegmentOptions, type SegmentResult } from './chat.js';
 
 /**
  * The library's front door: load a LISA checkpoint, ask about images, keep conversations.
@@ -12,15 +12,18 @@ import { ChatSession, ImageCache, type ImageInput, type SegmentOptions, type Seg
  */
 export class Lisa {
   readonly model: LisaModel;
-  private readonly images: ImageCache;
+  /** Encoded images by the hash of their pixels (`image_id` in the server). */
+  readonly images: ImageCache;
 
-  private constructor(model: LisaModel) {
+  private constructor(model: LisaModel, store?: ImageStore) {
     this.model = model;
-    this.images = new ImageCache(model);
+    this.images = new ImageCache(model, store);
   }
 
-  static load(dir: string, opts: LisaLoadOptions = {}): Lisa {
-    return new Lisa(LisaModel.load(dir, opts));
+  /** `imageStore`: where encoded images live (default: an LRU of 2 GiB). */
+  static load(dir: string, opts: LisaLoadOptions & { imageStore?: ImageStore } = {}): Lisa {
+    const { imageStore, ...modelOpts } = opts;
+    return new Lisa(LisaModel.load(dir, modelOpts), imageStore);
   }
 
   /**

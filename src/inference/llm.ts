@@ -42,6 +42,11 @@ export class KvCache {
     return new KvCache(this.keys.map((k, i) => place(k, newKeys[i]!)), this.values.map((v, i) => place(v, newValues[i]!)), need, cap, h, d);
   }
 
+  /** Bytes of the buffers this state refers to (shared buffers counted by every state that holds them). */
+  get bytes(): number {
+    return [...this.keys, ...this.values].reduce((n, b) => n + b.byteLength, 0);
+  }
+
   feed(layer: number): { key: HostTensor; value: HostTensor } {
     const shape = [1, this.kvHeads, this.capacity, this.headDim];
     return { key: f32(shape, this.keys[layer]!), value: f32(shape, this.values[layer]!) };
