@@ -58,7 +58,7 @@ async function setImage(blob) {
   ctx.drawImage(bitmap, 0, 0);
   state.pixels = ctx.getImageData(0, 0, bitmap.width, bitmap.height);
   state.imageId = null;
-  view.hidden = prompts.hidden = false;
+  $('canvas-wrap').hidden = false;
   $('drop-hint').hidden = true;
   $('stage').classList.add('loaded');
   newChat();
