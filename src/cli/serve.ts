@@ -32,7 +32,12 @@ export function registerServe(program: Command): void {
     .option('--max-question-chars <n>', 'characters of one question or answer', parseIntArg('--max-question-chars', 1), 4000)
     .option('--request-timeout <s>', 'seconds per request, queueing included (504 past it)', parseIntArg('--request-timeout', 1), 600)
     .option('--queue <n>', 'requests waiting behind the running one before 429', parseIntArg('--queue', 0, 100_000), 32)
-    .option('--cache-mb <n>', 'MiB for encoded images, KV caches and chat sessions (LRU)', parseIntArg('--cache-mb', 1), 4096)
+    .option(
+      '--cache-mb <n>',
+      'MiB for encoded images, KV caches and chat sessions (LRU; 0 keeps nothing: every request encodes its image)',
+      parseIntArg('--cache-mb', 0),
+      4096,
+    )
     .action(async (o: ServeCliOptions) => {
       checkCacheDir(o);
       const service = LisaService.load(o.model, loadOptions(o), { cacheBytes: o.cacheMb * MB, maxQueue: o.queue, maxPixels: o.maxPixels });

@@ -35,9 +35,10 @@ export class ByteLru<V> {
     return this.entries.has(key);
   }
 
-  /** Stores (or replaces) a value as the most recently used, evicting the oldest others to fit the budget. */
+  /** Stores (or replaces) a value as the most recently used, evicting the oldest others to fit the budget. A budget of 0 keeps nothing. */
   set(key: string, value: V): void {
     this.remove(key);
+    if (this.budget <= 0) return;
     const bytes = this.sizeOf(value);
     this.entries.set(key, { value, bytes });
     this.total += bytes;

@@ -219,14 +219,12 @@ export async function createServer(service: LisaService, opts: ServerOptions): P
     return reply.type(a.type).header('cache-control', 'no-cache').send(a.body);
   });
   app.get('/healthz', async (_req, reply) =>
-    reply
-      .code(closing ? 503 : 200)
-      .send({
-        status: closing ? 'closing' : 'ok',
-        model: service.modelName,
-        queue_depth: service.queue.depth,
-        cache_bytes: service.store.bytes,
-      }),
+    reply.code(closing ? 503 : 200).send({
+      status: closing ? 'closing' : 'ok',
+      model: service.modelName,
+      queue_depth: service.queue.depth,
+      cache_bytes: service.store.bytes,
+    }),
   );
   app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   const openapi = openApiDocument(opts.version);

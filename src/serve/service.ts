@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { LisaError } from '../errors.js';
-import { decodeImage } from '../image/decode.js';
+import { checkImageHeader, decodeImage } from '../image/decode.js';
 import { ByteLru } from '../inference/byte-lru.js';
 import { encodedImageBytes, type ChatSession, type EncodedImage, type SegmentOptions, type SegmentResult } from '../inference/chat.js';
 import { Lisa } from '../inference/lisa.js';
@@ -70,6 +70,7 @@ export class LisaService {
 
   /** Decodes and encodes an image (CLIP + SAM) once; later requests name it by id. */
   async addImage(bytes: Uint8Array, signal?: AbortSignal): Promise<{ imageId: string; width: number; height: number; encodeMs: number }> {
+    await this.checked(() => checkImageHeader(bytes, 'image', this.options.maxPixels), 'image');
     return this.queue.run(async () => {
       const { image, encodeMs } = await this.lisa.images.get(await this.decode(bytes, 'image'));
       const [height, width] = image.encoding.originalSize;
@@ -88,6 +89,10 @@ export class LisaService {
     if (!p.question.trim() && !p.points?.length && !p.box)
       throw new HttpError(400, 'question: empty (give a question, or points/box for SAM prompts)', 'question');
     if (p.answer !== undefined && !p.question.trim()) throw new HttpError(400, 'answer: needs a question', 'answer');
+    if (p.image && p.imageId) throw new HttpError(400, 'image_id: give either an image or an image_id, not both', 'image_id');
+    // A bad or oversized image is refused at once, not after waiting its turn.
+    const bytes = p.image;
+    if (bytes) await this.checked(() => checkImageHeader(bytes, 'image', this.options.maxPixels), 'image');
     return this.queue.run(async () => {
       const { image, encodeMs } = await this.resolveImage(p);
       const key = conversationKey(image.key, p.history);
@@ -133,7 +138,6 @@ export class LisaService {
   }
 
   private async resolveImage(p: SegmentParams): Promise<{ image: EncodedImage; encodeMs: number }> {
-    if (p.image && p.imageId) throw new HttpError(400, 'image_id: give either an image or an image_id, not both', 'image_id');
     if (p.imageId !== undefined) {
       const r = this.store.get(`image:${p.imageId}`);
       if (r?.kind !== 'image')
@@ -148,9 +152,14 @@ export class LisaService {
     return this.lisa.images.get(await this.decode(p.image, 'image'));
   }
 
-  private async decode(bytes: Uint8Array, field: string): Promise<Awaited<ReturnType<typeof decodeImage>>> {
+  private decode(bytes: Uint8Array, field: string): Promise<Awaited<ReturnType<typeof decodeImage>>> {
+    return this.checked(() => decodeImage(bytes, field, this.options.maxPixels), field);
+  }
+
+  /** An image the library refuses is the client's mistake: 413 when too big, else 400, naming the field. */
+  private async checked<T>(f: () => Promise<T>, field: string): Promise<T> {
     try {
-      return await decodeImage(bytes, field, this.options.maxPixels);
+      return await f();
     } catch (e) {
       if (e instanceof LisaError) throw new HttpError(e.message.includes('larger than the limit') ? 413 : 400, e.message, field);
       throw e;
