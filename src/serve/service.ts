@@ -93,6 +93,7 @@ export class LisaService {
     // A bad or oversized image is refused at once, not after waiting its turn.
     const bytes = p.image;
     if (bytes) await this.checked(() => checkImageHeader(bytes, 'image', this.options.maxPixels), 'image');
+    if (p.imageId !== undefined) this.storedImage(p.imageId);
     return this.queue.run(async () => {
       const { image, encodeMs } = await this.resolveImage(p);
       const key = conversationKey(image.key, p.history);
@@ -132,22 +133,20 @@ export class LisaService {
     }, signal);
   }
 
+  private storedImage(id: string): EncodedImage {
+    const r = this.store.get(`image:${id}`);
+    if (r?.kind !== 'image')
+      throw new HttpError(404, `image_id: unknown image "${id.slice(0, 80)}" (never uploaded, or evicted: upload it again)`, 'image_id');
+    return r.image;
+  }
+
   private takeSession(key: string): ChatSession | undefined {
     const r = this.store.take(`chat:${key}`);
     return r?.kind === 'chat' ? r.session : undefined;
   }
 
   private async resolveImage(p: SegmentParams): Promise<{ image: EncodedImage; encodeMs: number }> {
-    if (p.imageId !== undefined) {
-      const r = this.store.get(`image:${p.imageId}`);
-      if (r?.kind !== 'image')
-        throw new HttpError(
-          404,
-          `image_id: unknown image "${p.imageId.slice(0, 80)}" (never uploaded, or evicted: upload it again)`,
-          'image_id',
-        );
-      return { image: r.image, encodeMs: 0 };
-    }
+    if (p.imageId !== undefined) return { image: this.storedImage(p.imageId), encodeMs: 0 };
     if (!p.image) throw new HttpError(400, 'image: missing (give an image or an image_id)', 'image');
     return this.lisa.images.get(await this.decode(p.image, 'image'));
   }
