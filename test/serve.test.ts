@@ -413,7 +413,7 @@ describe('lisa serve: limits and behaviour under load', () => {
   });
 
   it('a request past its time limit gets 504; uploads past the byte and pixel limits get 413', async () => {
-    const s = await startServer(cache.path, { requestTimeoutMs: 150, maxImageBytes: 200_000 }, { maxPixels: 1000 * 1000 });
+    const s = await startServer(cache.path, { requestTimeoutMs: 150, maxImageBytes: 200_000 }, { maxPixels: 3_000_000 });
     try {
       const small = await sharp({ create: { width: 64, height: 48, channels: 3, background: '#808080' } })
         .png()
@@ -421,17 +421,24 @@ describe('lisa serve: limits and behaviour under load', () => {
       const slow = await post(`${s.url}/v1/segment`, { image: small.toString('base64'), question: 'q', max_new_tokens: 4000 });
       assert.equal(slow.status, 504);
       assert.match(((await slow.json()) as ApiError).error.message, /0.15 s limit/);
-      const big = await fetch(`${s.url}/v1/images`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: truckBytes });
-      assert.equal(big.status, 413);
-      assert.equal(((await post(`${s.url}/v1/segment`, { image: truckB64, question: 'q' })) as Response).status, 413);
-      // 2000 x 1000 pixels in a tiny PNG: refused from its header, before decoding.
-      const wide = await sharp({ create: { width: 2000, height: 1000, channels: 3, background: '#000' } })
+      // The 271 kB truck (2.2 Mpixel, within the pixel limit) as raw bytes, a multipart file and base64.
+      const raw = await fetch(`${s.url}/v1/images`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: truckBytes });
+      assert.equal(raw.status, 413);
+      assert.match(((await raw.json()) as ApiError).error.message, /^image: 271475 bytes is larger than the 200000-byte limit$/);
+      const form = new FormData();
+      form.append('image', new Blob([truckBytes], { type: 'image/jpeg' }), 'truck.jpg');
+      assert.equal((await fetch(`${s.url}/v1/images`, { method: 'POST', body: form })).status, 413);
+      const b64 = await post(`${s.url}/v1/segment`, { image: truckB64, question: 'q' });
+      assert.equal(b64.status, 413);
+      assert.equal(((await b64.json()) as ApiError).error.param, 'image');
+      // 3000 x 1100 pixels in a small PNG: refused from its header, before decoding.
+      const wide = await sharp({ create: { width: 3000, height: 1100, channels: 3, background: '#000' } })
         .png()
         .toBuffer();
       assert.ok(wide.length < 200_000);
       const px = await fetch(`${s.url}/v1/images`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: wide });
       assert.equal(px.status, 413);
-      assert.match(((await px.json()) as ApiError).error.message, /2000x1000, larger than the limit of 1,000,000 pixels/);
+      assert.match(((await px.json()) as ApiError).error.message, /3000x1100, larger than the limit of 3,000,000 pixels/);
     } finally {
       await s.close();
     }

@@ -256,7 +256,11 @@ export async function createServer(service: LisaService, opts: ServerOptions): P
       return { fields, ...(image ? { image } : {}), form: true };
     }
     const b = req.body;
-    if (Buffer.isBuffer(b)) return { fields: {}, image: new Uint8Array(b), form: false };
+    if (Buffer.isBuffer(b)) {
+      if (b.length > opts.maxImageBytes)
+        throw new HttpError(413, `image: ${b.length} bytes is larger than the ${opts.maxImageBytes}-byte limit`, 'image');
+      return { fields: {}, image: new Uint8Array(b), form: false };
+    }
     if (!b || typeof b !== 'object' || Array.isArray(b))
       throw new HttpError(400, 'body: expected a JSON object or a multipart form', 'body');
     return { fields: b as Record<string, unknown>, form: false };
