@@ -9,7 +9,7 @@
  * by design (the bounded queue): the client waits its Retry-After and goes on. Anything else (a 5xx, a bad
  * request accepted, a good one refused, a request unanswered after 5 minutes) is counted as a failure; the server's
  * RSS is sampled every second. The baseline is what the Gradio demo does: one request at a time, an unbounded
- * queue, and every request encodes its image again (`--cache-mb 0 --queue 100000`).
+ * queue, and every request encodes its image again (`--cache-mb 0 --max-queue 100000`).
  * Default model: the tiny test checkpoint in ../shared (the server's behaviour under load, not the model's speed).
  */
 import { spawn } from 'node:child_process';
@@ -256,10 +256,10 @@ async function run(name: string, extra: string[], useIds: boolean): Promise<Reco
 }
 
 const machine = { cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version };
-const lisa = await run('lisa serve (bounded queue 32, image and KV caches)', ['--queue', '32'], true);
+const lisa = await run('lisa serve (bounded queue 32, image and KV caches)', ['--max-queue', '32'], true);
 const gradio = await run(
   'Gradio-style baseline (one at a time, unbounded queue, no caches)',
-  ['--queue', '100000', '--cache-mb', '0'],
+  ['--max-queue', '100000', '--cache-mb', '0'],
   false,
 );
 const out = { date: new Date().toISOString(), machine, model: MODEL, lisa, gradio };

@@ -8,6 +8,7 @@ import { runEval, type Protocol } from '../eval/runner.js';
 import { buildSanitySet } from '../eval/sanity-set.js';
 import { pct } from '../eval/metrics.js';
 import { checkOutputDir } from '../io/file.js';
+import { queuePredictor } from '../scale/eval-predictor.js';
 import { loadModel, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 
 interface EvalCliOptions extends Partial<ModelCliOptions> {
@@ -20,6 +21,8 @@ interface EvalCliOptions extends Partial<ModelCliOptions> {
   predictions?: string;
   saveMasks?: string;
   maxNewTokens?: number;
+  queue?: string;
+  inFlight: number;
 }
 
 export function registerEval(program: Command): void {
@@ -38,14 +41,31 @@ export function registerEval(program: Command): void {
     .option('--predictions <dir>', 'score masks another model wrote: <query id>.png per query (non-zero = object)')
     .option('--save-masks <dir>', 'also write each predicted mask as <dir>/<query id>.png, to score again with --predictions')
     .option('--max-new-tokens <n>', 'generate protocol: tokens per answer (default 512)', parseIntArg('--max-new-tokens', 1))
+    .option('--queue <url>', 'run the queries on `lisa worker`s through this Redis (redis://HOST:PORT); same results.jsonl and report')
+    .option(
+      '--in-flight <n>',
+      'with --queue: images submitted at once (keep it above the number of workers)',
+      parseIntArg('--in-flight', 1, 10_000),
+      8,
+    )
     .action(async (o: EvalCliOptions) => {
       const protocol: Protocol = o.predictions ? 'predictions' : (o.protocol as Protocol);
-      if (!o.predictions && !o.model) throw new LisaError('--model is required (or --predictions DIR to score existing masks)', 2);
+      if (o.queue && o.predictions) throw new LisaError('--queue and --predictions: scoring existing masks needs no workers', 2);
+      if (o.queue && o.model) throw new LisaError('--model and --queue: give one (with --queue, the workers load the model)', 2);
+      if (!o.predictions && !o.model && !o.queue)
+        throw new LisaError('--model is required (or --queue URL to use workers, or --predictions DIR to score existing masks)', 2);
       checkOutputDir(o.out, '--out');
       if (o.saveMasks) checkOutputDir(o.saveMasks, '--save-masks');
       if (o.predictions && !existsSync(o.predictions)) throw new LisaError(`--predictions ${o.predictions}: no such folder`);
       const { items } = loadDataset(o.dataset, o.data, o.split);
       const model = o.model && !o.predictions ? loadModel(o as ModelCliOptions) : null;
+      const predictor = o.queue
+        ? queuePredictor(o.queue, {
+            protocol: protocol as 'teacher-forced' | 'generate',
+            ...(o.maxNewTokens ? { maxNewTokens: o.maxNewTokens } : {}),
+            concurrency: o.inFlight,
+          })
+        : null;
       const bar = process.stderr.isTTY
         ? new cliProgress.SingleBar(
             { format: 'eval [{bar}] {value}/{total} queries | {rate}/s | ETA {eta_formatted}', hideCursor: true },
@@ -62,6 +82,7 @@ export function registerEval(program: Command): void {
           ...(o.maxNewTokens ? { maxNewTokens: o.maxNewTokens } : {}),
           ...(o.predictions ? { predictions: o.predictions } : {}),
           ...(o.saveMasks ? { saveMasks: o.saveMasks } : {}),
+          ...(predictor ? { predictor } : {}),
           settings: {
             dataset: o.dataset,
             split: o.split,
@@ -69,6 +90,8 @@ export function registerEval(program: Command): void {
             ...(model
               ? { model: resolve(o.model!), precision: model.precision, ...(o.visionTower ? { visionTower: resolve(o.visionTower) } : {}) }
               : {}),
+            // The workers' model is theirs to name; the queue is recorded so a resume uses the same one.
+            ...(o.queue ? { queue: new URL(o.queue).host } : {}),
           },
           onProgress: (done, total, resumed) => {
             const rate = (done - resumed) / Math.max((Date.now() - started) / 1000, 1e-3);
@@ -95,6 +118,7 @@ export function registerEval(program: Command): void {
           throw new LisaError(`no query could be scored (${report.errors.length} errors, the first: ${report.errors[0]?.error ?? 'none'})`);
       } finally {
         bar?.stop();
+        await predictor?.close();
         if (model) {
           await model.release();
           model.close();

@@ -15,6 +15,7 @@ import { registerTrainStep } from './train-step.js';
 import { registerTrain } from './train.js';
 import { registerMerge } from './merge.js';
 import { registerServe } from './serve.js';
+import { registerWorker } from './worker.js';
 
 export function packageVersion(): string {
   const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'package.json'), 'utf8')) as {
@@ -58,6 +59,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   registerMerge(program);
   registerCache(program);
   registerServe(program);
+  registerWorker(program);
 
   try {
     await program.parseAsync(argv as string[]);

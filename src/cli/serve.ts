@@ -1,11 +1,14 @@
 import type { Command } from 'commander';
 import { LisaError } from '../errors.js';
 import { createServer } from '../serve/server.js';
+import type { Backend } from '../serve/backend.js';
 import { LisaService } from '../serve/service.js';
+import { QueueBackend } from '../scale/queue-backend.js';
 import { checkCacheDir, loadOptions, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 import { packageVersion } from './main.js';
 
-interface ServeCliOptions extends ModelCliOptions {
+interface ServeCliOptions extends Partial<ModelCliOptions> {
+  queue?: string;
   host: string;
   port: number;
   apiKey?: string;
@@ -14,15 +17,19 @@ interface ServeCliOptions extends ModelCliOptions {
   maxPixels: number;
   maxQuestionChars: number;
   requestTimeout: number;
-  queue: number;
+  maxQueue: number;
   cacheMb: number;
 }
 
 const MB = 1024 * 1024;
 
 export function registerServe(program: Command): void {
-  modelOptions(program.command('serve'))
+  modelOptions(program.command('serve'), {
+    modelRequired: false,
+    modelHelp: 'LISA checkpoint folder (not with --queue: the workers hold it)',
+  })
     .description('HTTP API (own JSON and OpenAI-compatible chat) and a web page at /, for one model')
+    .option('--queue <url>', 'a stateless front end: requests become jobs for `lisa worker`s on this Redis (redis://HOST:PORT)')
     .option('--host <addr>', 'address to listen on (loopback by default; 0.0.0.0 exposes it to the network)', '127.0.0.1')
     .option('--port <n>', 'port (0: any free one)', parseIntArg('--port', 0, 65535), 8080)
     .option('--api-key <key>', 'require "Authorization: Bearer KEY" on /v1/* and /metrics (default: $LISA_API_KEY, else none)')
@@ -31,7 +38,12 @@ export function registerServe(program: Command): void {
     .option('--max-pixels <n>', 'pixels of one image, checked from its header before decoding', parseIntArg('--max-pixels', 1), 40_000_000)
     .option('--max-question-chars <n>', 'characters of one question or answer', parseIntArg('--max-question-chars', 1), 4000)
     .option('--request-timeout <s>', 'seconds per request, queueing included (504 past it)', parseIntArg('--request-timeout', 1), 600)
-    .option('--queue <n>', 'requests waiting behind the running one before 429', parseIntArg('--queue', 0, 100_000), 32)
+    .option(
+      '--max-queue <n>',
+      'requests waiting behind the running one before 429 (with --queue: in flight)',
+      parseIntArg('--max-queue', 0, 100_000),
+      32,
+    )
     .option(
       '--cache-mb <n>',
       'MiB for encoded images, KV caches and chat sessions (LRU; 0 keeps nothing: every request encodes its image)',
@@ -39,8 +51,15 @@ export function registerServe(program: Command): void {
       4096,
     )
     .action(async (o: ServeCliOptions) => {
-      checkCacheDir(o);
-      const service = LisaService.load(o.model, loadOptions(o), { cacheBytes: o.cacheMb * MB, maxQueue: o.queue, maxPixels: o.maxPixels });
+      if (!o.queue && !o.model) throw new LisaError('--model is required (or --queue redis://HOST:PORT to serve through workers)', 2);
+      if (o.queue && o.model) throw new LisaError('--model and --queue: give one (with --queue, the workers load the model)', 2);
+      let service: Backend;
+      if (o.queue) service = new QueueBackend(o.queue, { maxInflight: o.maxQueue + 1, maxPixels: o.maxPixels });
+      else {
+        checkCacheDir(o);
+        const m = o as ModelCliOptions;
+        service = LisaService.load(m.model, loadOptions(m), { cacheBytes: o.cacheMb * MB, maxQueue: o.maxQueue, maxPixels: o.maxPixels });
+      }
       const apiKey = o.apiKey ?? process.env.LISA_API_KEY;
       const maxImageBytes = o.maxUploadMb * MB;
       const app = await createServer(service, {
@@ -68,7 +87,7 @@ export function registerServe(program: Command): void {
       // SIGTERM / Ctrl-C: stop accepting, let in-flight requests finish (new ones get 503), then exit.
       await new Promise<void>((resolve) => {
         const stop = (sig: string): void => {
-          process.stderr.write(`lisa serve: ${sig}: finishing ${service.queue.depth} request(s), refusing new ones\n`);
+          process.stderr.write(`lisa serve: ${sig}: finishing ${service.depth} request(s), refusing new ones\n`);
           void app.close().then(resolve);
         };
         process.once('SIGTERM', () => stop('SIGTERM'));

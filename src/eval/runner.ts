@@ -1,7 +1,7 @@
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { LisaError } from '../errors.js';
-import { decodeImage } from '../image/decode.js';
+import { decodeImage, type RgbImage } from '../image/decode.js';
 import { maskPng } from '../image/mask-png.js';
 import { differingKeys } from '../io/settings.js';
 import { writeAtomic } from '../io/file.js';
@@ -42,6 +42,48 @@ export interface EvalOptions {
    * results reported gIoU 0.0).
    */
   settings?: Record<string, unknown>;
+  /** Where masks come from (default: the model in this process); `lisa eval --queue` passes the workers. */
+  predictor?: MaskPredictor;
+}
+
+/** A predicted 0/1 mask at the image's size; `noSeg`: the answer had no [SEG] (an empty prediction). */
+export interface PredictedMask {
+  mask: Uint8Array;
+  noSeg: boolean;
+}
+
+/** Masks for an image's prompts, one per prompt (or its error): from the model here, or from queue workers. */
+export interface MaskPredictor {
+  predict(imagePath: string, image: RgbImage, prompts: string[]): Promise<(PredictedMask | { error: string })[]>;
+  /** Images in flight at once. */
+  readonly concurrency: number;
+}
+
+/** The official validation's masks from a model in this process: the image encoded once for all its prompts. */
+export function modelPredictor(model: LisaModel, opts: Pick<EvalOptions, 'protocol' | 'maxNewTokens'>): MaskPredictor {
+  return {
+    concurrency: 1,
+    async predict(_path, image, prompts) {
+      const enc = await model.encodeImage(image);
+      const out: (PredictedMask | { error: string })[] = [];
+      for (const prompt of prompts) {
+        try {
+          const seg =
+            opts.protocol === 'teacher-forced'
+              ? await teacherForcedMasks(model, enc, prompt)
+              : (await generatedMasks(model, enc, prompt, { maxNewTokens: opts.maxNewTokens ?? 512 })).seg;
+          const noSeg = seg.predEmbeddings.length === 0;
+          const hw = image.height * image.width;
+          const logits = seg.predMasks.data as Float32Array;
+          out.push({ mask: noSeg ? new Uint8Array(hw) : Uint8Array.from(logits.subarray(0, hw), (v) => (v > 0 ? 1 : 0)), noSeg });
+        } catch (e) {
+          if (!(e instanceof LisaError)) throw e;
+          out.push({ error: e.message });
+        }
+      }
+      return out;
+    },
+  };
 }
 
 export interface EvalReport {
@@ -135,22 +177,24 @@ export async function runEval(model: LisaModel | null, items: EvalItem[], opts: 
   };
   opts.onProgress?.(resumed, total, resumed);
   count = resumed;
-  for (const item of selected) {
+  const predictor = opts.protocol === 'predictions' ? null : (opts.predictor ?? (model ? modelPredictor(model, opts) : null));
+  const runItem = async (item: EvalItem): Promise<void> => {
     if (item.error || item.queries.length === 0) {
       if (!done.has(item.id)) {
         record({ item: item.id, id: item.id, error: item.error ?? 'no queries' });
         count++;
         opts.onProgress?.(count, total, resumed);
       }
-      continue;
+      return;
     }
     const todo = item.queries.filter((q) => !done.has(q.id));
-    if (todo.length === 0) continue;
-    let image: Awaited<ReturnType<typeof decodeImage>> | null = null;
-    let enc: Awaited<ReturnType<LisaModel['encodeImage']>> | null = null;
+    if (todo.length === 0) return;
+    let image: RgbImage;
+    let preds: (PredictedMask | { error: string })[] = [];
+    const t0 = performance.now();
     try {
       image = await decodeImage(item.image);
-      if (model && opts.protocol !== 'predictions') enc = await model.encodeImage(image);
+      if (predictor) preds = await predictor.predict(item.image, image, todo.map(validationPrompt));
     } catch (e) {
       if (!(e instanceof LisaError)) throw e;
       for (const q of todo) {
@@ -158,29 +202,22 @@ export async function runEval(model: LisaModel | null, items: EvalItem[], opts: 
         count++;
         opts.onProgress?.(count, total, resumed);
       }
-      continue;
+      return;
     }
-    for (const q of todo) {
-      const t0 = performance.now();
+    const ms = Math.round((performance.now() - t0) / todo.length);
+    for (const [i, q] of todo.entries()) {
       try {
         const gt = await q.gt(image.height, image.width);
         let pred: Uint8Array;
         let noSeg: boolean | undefined;
-        if (opts.protocol === 'predictions') {
+        if (!predictor) {
           pred = await predictionMask(join(opts.predictions!, `${q.id}.png`), image.height, image.width);
         } else {
-          const prompt = validationPrompt(q);
-          const seg =
-            opts.protocol === 'teacher-forced'
-              ? await teacherForcedMasks(model!, enc!, prompt)
-              : (await generatedMasks(model!, enc!, prompt, { maxNewTokens: opts.maxNewTokens ?? 512 })).seg;
-          noSeg = seg.predEmbeddings.length === 0;
-          const hw = image.height * image.width;
-          const logits = seg.predMasks.data as Float32Array;
-          pred = noSeg ? new Uint8Array(hw) : Uint8Array.from(logits.subarray(0, hw), (v) => (v > 0 ? 1 : 0));
+          const p = preds[i]!;
+          if ('error' in p) throw new LisaError(p.error);
+          ({ mask: pred, noSeg } = p);
+          if (opts.saveMasks) await saveMask(join(opts.saveMasks, `${q.id}.png`), pred, image.width, image.height);
         }
-        if (opts.saveMasks && opts.protocol !== 'predictions')
-          await saveMask(join(opts.saveMasks, `${q.id}.png`), pred, image.width, image.height);
         const s = intersectionAndUnion(pred, gt);
         record({
           item: item.id,
@@ -190,7 +227,7 @@ export async function runEval(model: LisaModel | null, items: EvalItem[], opts: 
           intersection: s.intersection,
           union: s.union,
           ...(noSeg !== undefined ? { noSeg } : {}),
-          ms: Math.round(performance.now() - t0),
+          ms,
         });
       } catch (e) {
         if (!(e instanceof LisaError)) throw e;
@@ -199,7 +236,14 @@ export async function runEval(model: LisaModel | null, items: EvalItem[], opts: 
       count++;
       opts.onProgress?.(count, total, resumed);
     }
-  }
+  };
+  // Items in flight at once: one in process; over a queue, enough to keep every worker busy. Records are appended
+  // as they finish (in any order); the report is computed in item order, so the numbers do not depend on it.
+  let next = 0;
+  const lanes = Array.from({ length: Math.max(1, predictor?.concurrency ?? 1) }, async () => {
+    while (next < selected.length) await runItem(selected[next++]!);
+  });
+  await Promise.all(lanes);
   const ids = new Set(selected.flatMap((it) => (it.queries.length ? it.queries.map((q) => q.id) : [it.id])));
   const records = [...done.values()].filter((r) => ids.has(r.id));
   const report = summarize(records, selected, opts.protocol);

@@ -11,7 +11,8 @@ import { ServerMetrics } from './metrics.js';
 import { chatChunk, chatCompletion, completionId, finishReason, readChatRequest, usage } from './openai.js';
 import { openApiDocument } from './openapi.js';
 import { masksJson, segmentJson } from './result.js';
-import type { LisaService, TurnResult } from './service.js';
+import type { Backend } from './backend.js';
+import type { TurnResult } from './service.js';
 
 export interface ServerOptions extends RequestLimits {
   /** Bytes of one request body (JSON with a base64 image is ~4/3 of the image). */
@@ -78,8 +79,8 @@ function toError(e: unknown): { status: number; message: string; field?: string;
   return { status: 500, message: 'internal error (see the server log)' };
 }
 
-/** The HTTP API and the web page in front of one LisaService. */
-export async function createServer(service: LisaService, opts: ServerOptions): Promise<FastifyInstance> {
+/** The HTTP API and the web page in front of a model: in this process, or workers behind a queue. */
+export async function createServer(service: Backend, opts: ServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
     bodyLimit: opts.maxBodyBytes,
     logger: false,
@@ -89,9 +90,9 @@ export async function createServer(service: LisaService, opts: ServerOptions): P
     return503OnClosing: true,
   });
   const metrics = new ServerMetrics({
-    queueDepth: () => service.queue.depth,
-    cacheBytes: () => service.store.bytes,
-    cacheEntries: () => service.store.size,
+    queueDepth: () => service.depth,
+    cacheBytes: () => service.cacheBytes,
+    cacheEntries: () => service.cacheEntries,
   });
   const assets = webAssets();
   let closing = false;
@@ -222,8 +223,8 @@ export async function createServer(service: LisaService, opts: ServerOptions): P
     reply.code(closing ? 503 : 200).send({
       status: closing ? 'closing' : 'ok',
       model: service.modelName,
-      queue_depth: service.queue.depth,
-      cache_bytes: service.store.bytes,
+      queue_depth: service.depth,
+      cache_bytes: service.cacheBytes,
     }),
   );
   app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));

@@ -7,6 +7,7 @@ import { Lisa } from '../inference/lisa.js';
 import type { LisaLoadOptions } from '../models/lisa.js';
 import type { SegmentParams } from './fields.js';
 import { HttpError } from './http-error.js';
+import type { Backend } from './backend.js';
 import { InferenceQueue } from './queue.js';
 
 export interface ServiceOptions {
@@ -37,7 +38,7 @@ export interface TurnResult {
  * The model behind the HTTP API (and, later, a queue worker): images by id, one inference at a time, chat sessions
  * found again by the conversation a client sends back, so a follow-up reuses the KV cache of what it shares.
  */
-export class LisaService {
+export class LisaService implements Backend {
   readonly store: ByteLru<Resident>;
   readonly queue: InferenceQueue;
   readonly modelName: string;
@@ -66,6 +67,18 @@ export class LisaService {
       },
     });
     return new LisaService(lisa, store, options, dir.replace(/\/+$/, '').split('/').pop() || dir);
+  }
+
+  get depth(): number {
+    return this.queue.depth;
+  }
+
+  get cacheBytes(): number {
+    return this.store.bytes;
+  }
+
+  get cacheEntries(): number {
+    return this.store.size;
   }
 
   /** Decodes and encodes an image (CLIP + SAM) once; later requests name it by id. */
