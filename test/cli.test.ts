@@ -601,6 +601,53 @@ describe('a trustworthy cache', () => {
     );
     assert.equal(r.code, 0, r.stderr);
   });
+  it('a converted weight corrupted in place (same size) fails its checksum: rebuilt, never loaded', async () => {
+    const { readdirSync, readFileSync, writeFileSync } = await import('node:fs');
+    const { decodeRle } = await import('../src/image/mask-encoding.js');
+    const { readNpy } = await import('../src/io/npy.js');
+    using d = tempDir();
+    const c = join(d.path, 'cache');
+    assert.equal(lisa(...convert(c)).code, 0);
+    const store = join(c, 'weights');
+    const bins = readdirSync(store).filter((f) => f.endsWith('.bin'));
+    assert.ok(bins.length > 10);
+    // Flip bytes in the middle of every converted weight, in place: same size, same inode (a disk's bit rot).
+    for (const f of bins) {
+      const b = readFileSync(join(store, f));
+      for (let i = b.length >> 1; i < Math.min(b.length, (b.length >> 1) + 64); i++) b[i] = b[i]! ^ 0x5a;
+      writeFileSync(join(store, f), b);
+    }
+    const r = lisa(
+      'segment',
+      '--model',
+      m,
+      '--vision-tower',
+      join(m, 'clip-vit-tiny-patch14'),
+      '--image',
+      join(FIXTURES, 'lisa-tiny', 'golden', 'inputs', 'truck.jpg'),
+      '--query',
+      (
+        JSON.parse(readFileSync(join(FIXTURES, 'lisa-tiny', 'golden', 'manifest.json'), 'utf8')) as {
+          cases: { truck_jpg: { chat: { query: string } } };
+        }
+      ).cases.truck_jpg.chat.query,
+      '--answer',
+      'Sure, [SEG].',
+      '--json',
+      '--cache-dir',
+      c,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const mask = decodeRle((JSON.parse(r.stdout) as { masks: { rle: { size: [number, number]; counts: string } }[] }).masks[0]!.rle).data;
+    const official = readNpy(join(FIXTURES, 'lisa-tiny', 'golden', 'truck_jpg', 'train_pred_masks.npy')).data as Float32Array;
+    let scale = 0;
+    for (const v of official) scale = Math.max(scale, Math.abs(v));
+    let flips = 0;
+    official.forEach((v, i) => {
+      if ((v > 0 ? 1 : 0) !== mask[i] && Math.abs(v) > 1e-5 * scale) flips++;
+    });
+    assert.equal(flips, 0, 'the mask is the official one: no corrupted weight was used');
+  });
   it('a full disk during lisa convert is one clear line and leaves nothing a later run would trust (tmpfs)', () => {
     using d = tempDir();
     const mnt = join(d.path, 'small');

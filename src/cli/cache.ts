@@ -36,7 +36,7 @@ export function listCache(dir: string): Entry[] {
       files = 0;
     for (const f of readdirSync(weights)) {
       bytes += statSync(join(weights, f)).size;
-      files++;
+      if (f.endsWith('.bin')) files++; // each with its .crc32 beside it
     }
     out.push({ kind: 'weights', name: 'weights', bytes, files });
   }
