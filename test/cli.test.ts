@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import sharp from 'sharp';
-import { FIXTURES, ROOT, tempDir } from './helpers.js';
+import { FIXTURES, officialMaskFlips, ROOT, tempDir } from './helpers.js';
 
 function lisa(...args: string[]): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'lisa.js'), ...args], { encoding: 'utf8' });
@@ -640,12 +640,7 @@ describe('a trustworthy cache', () => {
     assert.equal(r.code, 0, r.stderr);
     const mask = decodeRle((JSON.parse(r.stdout) as { masks: { rle: { size: [number, number]; counts: string } }[] }).masks[0]!.rle).data;
     const official = readNpy(join(FIXTURES, 'lisa-tiny', 'golden', 'truck_jpg', 'train_pred_masks.npy')).data as Float32Array;
-    let scale = 0;
-    for (const v of official) scale = Math.max(scale, Math.abs(v));
-    let flips = 0;
-    official.forEach((v, i) => {
-      if ((v > 0 ? 1 : 0) !== mask[i] && Math.abs(v) > 1e-5 * scale) flips++;
-    });
+    const flips = officialMaskFlips(mask, official);
     assert.equal(flips, 0, 'the mask is the official one: no corrupted weight was used');
   });
   it('a full disk during lisa convert is one clear line and leaves nothing a later run would trust (tmpfs)', () => {

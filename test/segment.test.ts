@@ -8,7 +8,7 @@ import { decodeRle } from '../src/image/mask-encoding.js';
 import { ChatSession, ImageCache } from '../src/inference/chat.js';
 import { Lisa } from '../src/inference/lisa.js';
 import { readNpy } from '../src/io/npy.js';
-import { FIXTURES, ROOT, tempDir } from './helpers.js';
+import { FIXTURES, officialMaskFlips, ROOT, tempDir } from './helpers.js';
 
 const CKPT = join(FIXTURES, 'lisa-tiny', 'checkpoint');
 const CLIP = join(CKPT, 'clip-vit-tiny-patch14');
@@ -21,12 +21,7 @@ const truck = manifest.cases.truck_jpg!.chat;
 
 /** Official masks (> 0), allowing only pixels whose official logit is within float noise of 0. */
 function assertSameMask(got: Uint8Array, logits: Float32Array): void {
-  let scale = 0;
-  for (const v of logits) scale = Math.max(scale, Math.abs(v));
-  let flips = 0;
-  logits.forEach((v, i) => {
-    if ((v > 0 ? 1 : 0) !== got[i] && Math.abs(v) > 1e-5 * scale) flips++;
-  });
+  const flips = officialMaskFlips(got, logits);
   assert.equal(flips, 0, `${flips} pixels differ from the official mask`);
 }
 

@@ -6,7 +6,7 @@ import OpenAI from 'openai';
 import sharp from 'sharp';
 import { decodeRle, type CocoRle } from '../src/image/mask-encoding.js';
 import { readNpy } from '../src/io/npy.js';
-import { tempDir } from './helpers.js';
+import { officialMaskFlips, tempDir } from './helpers.js';
 import { GOLDEN, readEvents, spawnServe, startServer, SYNTHETIC, TRUCK, type RunningServer } from './serve-helpers.js';
 
 const manifest = JSON.parse(readFileSync(join(GOLDEN, 'manifest.json'), 'utf8')) as {
@@ -30,17 +30,6 @@ interface ApiMask {
 }
 interface ApiError {
   error: { message: string; type: string; param: string | null };
-}
-
-/** Pixels that differ from the official mask (> 0), not counting logits within float noise of 0. */
-function flips(mask: Uint8Array, logits: Float32Array): number {
-  let scale = 0;
-  for (const v of logits) scale = Math.max(scale, Math.abs(v));
-  let n = 0;
-  logits.forEach((v, i) => {
-    if ((v > 0 ? 1 : 0) !== mask[i] && Math.abs(v) > 1e-5 * scale) n++;
-  });
-  return n;
 }
 
 const post = (url: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> =>
@@ -117,7 +106,7 @@ describe('lisa serve: the API on the tiny checkpoint', () => {
     assert.equal(viaJson.masks.length, 1);
     const m = viaJson.masks[0]!;
     const fromRle = decodeRle(m.rle).data;
-    assert.equal(flips(fromRle, officialMask), 0);
+    assert.equal(officialMaskFlips(fromRle, officialMask), 0);
     const meta = await sharp(Buffer.from(m.png!, 'base64')).metadata();
     assert.deepEqual([meta.format, meta.width, meta.height, meta.channels], ['png', 1800, 1200, 1]);
     const png = await sharp(Buffer.from(m.png!, 'base64')).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
@@ -263,7 +252,7 @@ describe('lisa serve: the API on the tiny checkpoint', () => {
     });
     const masks = (r.choices[0]!.message as unknown as { masks: ApiMask[] }).masks;
     assert.equal(masks.length, 1);
-    assert.equal(flips(decodeRle(masks[0]!.rle).data, officialMask), 0);
+    assert.equal(officialMaskFlips(decodeRle(masks[0]!.rle).data, officialMask), 0);
   });
 
   it('bad requests get a 4xx JSON error naming the field, and the server keeps serving', async () => {
