@@ -300,6 +300,20 @@ define('Split', (ins, attrs, ctx) => {
 });
 define('Shape', (ins) => [{ dtype: 'int64', shape: [req(ins[0]!, 'Shape', 0).shape.length] }]);
 define('Range', (ins, _attrs, ctx) => [{ dtype: req(ins[0]!, 'Range', 0).dtype, shape: [ctx.fresh()] }]);
+define('Clip', (ins) => [{ dtype: req(ins[0]!, 'Clip', 0).dtype, shape: ins[0]!.shape }]);
+define('Mod', (ins) => [
+  { dtype: req(ins[0]!, 'Mod', 0).dtype, shape: broadcastShapes('Mod', ins[0]!.shape, req(ins[1]!, 'Mod', 1).shape) },
+]);
+define('TopK', (ins, attrs, ctx) => {
+  const x = req(ins[0]!, 'TopK', 0);
+  const a = normAxis(intAttr(attrs, 'axis', -1), x.shape.length, 'TopK');
+  const k = ctx.constInts(req(ins[1]!, 'TopK', 1))?.[0] ?? ctx.fresh();
+  const shape = x.shape.map((d, i) => (i === a ? k : d));
+  return [
+    { dtype: x.dtype, shape },
+    { dtype: 'int64', shape },
+  ];
+});
 for (const op of ['ReduceMean', 'ReduceSum', 'ReduceMax']) {
   define(op, (ins, attrs, ctx) => {
     const x = req(ins[0]!, op, 0);
@@ -353,6 +367,17 @@ function convOut(op: string, ins: readonly (Value | null)[], attrs: Attrs, trans
   return [{ dtype: x.dtype, shape: [x.shape[0]!, channels, ...spatial] }];
 }
 define('Conv', (ins, attrs) => convOut('Conv', ins, attrs, false));
+define('MaxPool', (ins, attrs) => {
+  const x = req(ins[0]!, 'MaxPool', 0);
+  const k = intsAttr(attrs, 'kernel_shape');
+  if (!k) throw new Error('MaxPool: kernel_shape is required');
+  const strides = intsAttr(attrs, 'strides') ?? k.map(() => 1);
+  const pads = intsAttr(attrs, 'pads') ?? [...k.map(() => 0), ...k.map(() => 0)];
+  const spatial = x.shape
+    .slice(2)
+    .map((d, i) => (typeof d === 'number' ? Math.floor((d + pads[i]! + pads[i + k.length]! - k[i]!) / strides[i]!) + 1 : `MaxPool_${i}`));
+  return [{ dtype: x.dtype, shape: [x.shape[0]!, x.shape[1]!, ...spatial] }];
+});
 define('ConvTranspose', (ins, attrs) => convOut('ConvTranspose', ins, attrs, true));
 define('Resize', (ins, _attrs, ctx) => {
   const x = req(ins[0]!, 'Resize', 0);
