@@ -4,7 +4,7 @@ import { LisaError } from '../errors.js';
 import type { MaskPredictor, PredictedMask } from '../eval/runner.js';
 import { decodeRle } from '../image/mask-encoding.js';
 import { JOB_OPTIONS } from './queue-backend.js';
-import { connect, putImage, redisOptions, sha256, SHARED_QUEUE } from './redis.js';
+import { connect, putImage, redisOptions, reportErrors, sha256, SHARED_QUEUE } from './redis.js';
 import type { WireEval } from './wire.js';
 
 /**
@@ -17,10 +17,11 @@ export function queuePredictor(
   opts: { protocol: 'teacher-forced' | 'generate'; maxNewTokens?: number; concurrency: number },
 ): MaskPredictor & { close(): Promise<void> } {
   const connection = redisOptions(url);
-  const redis = connect(connection);
-  redis.on('error', () => {});
+  const redis = connect(connection, (s) => process.stderr.write(`lisa eval: ${s}\n`));
   const queue = new Queue(SHARED_QUEUE, { connection });
   const events = new QueueEvents(SHARED_QUEUE, { connection });
+  reportErrors(queue, () => {});
+  reportErrors(events, () => {});
   return {
     concurrency: opts.concurrency,
     async predict(path, image, prompts) {

@@ -7,7 +7,7 @@ import type { Backend } from '../serve/backend.js';
 import type { SegmentParams } from '../serve/fields.js';
 import { HttpError } from '../serve/http-error.js';
 import type { ChatTurn, TurnResult } from '../serve/service.js';
-import { connect, KEYS, putImage, redisOptions, SHARED_QUEUE, workerQueue } from './redis.js';
+import { connect, KEYS, putImage, redisOptions, reportErrors, SHARED_QUEUE, workerQueue } from './redis.js';
 import { fromWireTurn, toWireParams, type JobData, type WireEncode, type WireEvent, type WireTurn } from './wire.js';
 
 /** Retries cover a worker that dies mid-job; a user mistake fails once (UnrecoverableError in the worker). */
@@ -38,13 +38,14 @@ export class QueueBackend implements Backend {
     url: string,
     private readonly opts: { maxInflight: number; maxPixels: number },
     readonly modelName = 'lisa (queue)',
+    private readonly log: (s: string) => void = (s) => process.stderr.write(`lisa serve: ${s}\n`),
   ) {
     const connection = (this.connection = redisOptions(url));
-    this.redis = connect(connection);
-    this.sub = connect(connection);
+    // ioredis reconnects by itself; requests meanwhile wait (or reach their time limit).
+    this.redis = connect(connection, this.log);
+    this.sub = connect(connection, () => {});
     this.shared = new Queue(SHARED_QUEUE, { connection });
-    this.redis.on('error', () => {}); // ioredis reconnects by itself; requests meanwhile wait or time out
-    this.sub.on('error', () => {});
+    reportErrors(this.shared, () => {});
     this.sub.on('message', (channel: string, message: string) => {
       try {
         this.listeners.get(channel)?.(JSON.parse(message) as WireEvent);
@@ -56,6 +57,11 @@ export class QueueBackend implements Backend {
 
   get depth(): number {
     return this.inflight;
+  }
+
+  /** Reachable Redis: /healthz answers 503 while it is not. */
+  get ready(): boolean {
+    return this.redis.status === 'ready';
   }
 
   readonly cacheBytes = 0;
@@ -119,6 +125,7 @@ export class QueueBackend implements Backend {
     let q = this.own.get(worker);
     if (!q) {
       q = new Queue(workerQueue(worker), { connection: this.connection });
+      reportErrors(q, () => {});
       this.own.set(worker, q);
     }
     return q;
@@ -135,9 +142,16 @@ export class QueueBackend implements Backend {
     this.inflight++;
     const requestId = randomUUID();
     const channel = KEYS.events(requestId);
+    // Every Redis step races the request's signal: with Redis down, commands wait for the reconnect, the request
+    // must not (it gets its 504 or its disconnect).
+    const stopped = new Promise<never>((_, reject) => {
+      if (signal?.aborted) reject(signal.reason);
+      signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
+    });
+    stopped.catch(() => {});
+    const step = <T>(p: Promise<T>): Promise<T> => Promise.race([p, stopped]);
     try {
-      signal?.throwIfAborted();
-      const { data, imageHash } = await make(requestId);
+      const { data, imageHash } = await step(make(requestId));
       let sent = 0; // characters relayed so far; a retry regenerates them (greedy or seeded: the same text)
       let attempt = '';
       let seen = 0;
@@ -159,9 +173,9 @@ export class QueueBackend implements Backend {
         });
         signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
       });
-      await this.sub.subscribe(channel);
-      const queue = await this.queueFor(imageHash);
-      const job = await queue.add(data.kind, data, { ...JOB_OPTIONS, jobId: requestId });
+      await step(this.sub.subscribe(channel));
+      const queue = await step(this.queueFor(imageHash));
+      const job = await step(queue.add(data.kind, data, { ...JOB_OPTIONS, jobId: requestId }));
       const onAbort = (): void => {
         void job.remove().catch(() => this.redis.publish(KEYS.cancel, requestId));
       };

@@ -48,8 +48,28 @@ export function redisOptions(url: string, flag = '--queue'): RedisOptions {
   };
 }
 
-export function connect(opts: RedisOptions): Redis {
-  return new Redis(opts as IoRedisOptions);
+/**
+ * Connection trouble is said once per distinct message per process (ioredis and BullMQ retry by themselves, every
+ * 2 s at most, on several connections at once); every client and queue gets this listener, since an EventEmitter
+ * without one turns 'error' into a crash.
+ */
+let lastRedisError = '';
+export function reportErrors(emitter: { on(event: 'error', f: (e: Error) => void): unknown }, log: (s: string) => void): void {
+  emitter.on('error', (e: Error) => {
+    if (e.message === lastRedisError) return;
+    lastRedisError = e.message;
+    log(`Redis: ${e.message} (retrying)`);
+  });
+}
+
+export function connect(opts: RedisOptions, log: (s: string) => void): Redis {
+  const r = new Redis(opts as IoRedisOptions);
+  reportErrors(r, log);
+  r.on('ready', () => {
+    if (lastRedisError) log('Redis: connected');
+    lastRedisError = '';
+  });
+  return r;
 }
 
 export function sha256(bytes: Uint8Array): string {

@@ -5,7 +5,7 @@ import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { LisaLoadOptions } from '../models/lisa.js';
 import type { FromChild, ModelProcessConfig, ToChild } from './model-process.js';
-import { AFFINITY_TTL_S, connect, HEARTBEAT_TTL_S, KEYS, redisOptions, SHARED_QUEUE, workerQueue } from './redis.js';
+import { AFFINITY_TTL_S, connect, HEARTBEAT_TTL_S, KEYS, redisOptions, reportErrors, SHARED_QUEUE, workerQueue } from './redis.js';
 import type { JobData, WireEvent } from './wire.js';
 
 export interface WorkerOptions {
@@ -94,8 +94,8 @@ class ModelChild {
 export async function runWorker(o: WorkerOptions): Promise<{ id: string; stop: () => Promise<void> }> {
   const id = `${hostname()}-${process.pid}`;
   const connection = redisOptions(o.queue);
-  const redis: Redis = connect(connection);
   const log = o.log ?? ((s: string) => process.stderr.write(`lisa worker ${id}: ${s}\n`));
+  const redis: Redis = connect(connection, log);
   const children = Array.from(
     { length: o.concurrency },
     () => new ModelChild({ model: o.model, load: o.load, cacheBytes: o.cacheBytes, maxPixels: o.maxPixels, worker: id }),
@@ -156,11 +156,11 @@ export async function runWorker(o: WorkerOptions): Promise<{ id: string; stop: (
       }
       publish(job.data.requestId, e);
     });
-    w.on('error', (e) => log(`queue: ${e.message}`));
+    reportErrors(w, log);
   }
 
   // A client that went away: its generation stops at the next token.
-  const sub = connect(connection);
+  const sub = connect(connection, () => {}); // the main connection reports the same trouble
   await sub.subscribe(KEYS.cancel);
   sub.on('message', (_ch, requestId: string) => byRequest.get(requestId)?.cancel(requestId));
 
@@ -173,11 +173,13 @@ export async function runWorker(o: WorkerOptions): Promise<{ id: string; stop: (
   };
   await beat();
   const shared = new Queue(SHARED_QUEUE, { connection });
+  reportErrors(shared, () => {});
   /** Jobs left in the own queue of a worker that stopped beating go to the shared queue (kept job ids: no duplicate). */
   const rescue = async (): Promise<void> => {
     for (const other of await redis.smembers(KEYS.workers)) {
       if (other === id || (await redis.exists(KEYS.worker(other)))) continue;
       const q = new Queue(workerQueue(other), { connection });
+      reportErrors(q, () => {});
       try {
         const jobs = await q.getJobs(['wait', 'prioritized', 'delayed', 'active']);
         for (const j of jobs) {
@@ -196,8 +198,6 @@ export async function runWorker(o: WorkerOptions): Promise<{ id: string; stop: (
       .then(rescue)
       .catch((e: Error) => log(`heartbeat: ${e.message}`));
   }, 2000);
-  redis.on('error', () => {}); // reconnecting by itself; the heartbeat logs what fails meanwhile
-  sub.on('error', () => {});
   log(`ready (model ${o.model}, ${o.concurrency} model process(es))`);
 
   return {

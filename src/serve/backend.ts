@@ -11,6 +11,8 @@ export interface Backend {
   readonly depth: number;
   readonly cacheBytes: number;
   readonly cacheEntries: number;
+  /** False while the backend cannot take work (a queue front end without Redis); absent: always ready. */
+  readonly ready?: boolean;
   addImage(bytes: Uint8Array, signal?: AbortSignal): Promise<{ imageId: string; width: number; height: number; encodeMs: number }>;
   segment(p: SegmentParams, signal?: AbortSignal, onText?: (d: string) => void): Promise<TurnResult>;
   turn(p: ChatTurn, signal?: AbortSignal, onText?: (d: string) => void): Promise<TurnResult>;

@@ -130,7 +130,7 @@ export async function createServer(service: Backend, opts: ServerOptions): Promi
 
   app.setErrorHandler((e, req, reply) => {
     const err = toError(e);
-    if (err.status >= 500) process.stderr.write(`lisa serve: ${req.method} ${req.url}: ${(e as Error).stack ?? String(e)}\n`);
+    if (err.status === 500) process.stderr.write(`lisa serve: ${req.method} ${req.url}: ${(e as Error).stack ?? String(e)}\n`);
     return reply
       .code(err.status)
       .headers(err.headers ?? {})
@@ -220,8 +220,8 @@ export async function createServer(service: Backend, opts: ServerOptions): Promi
     return reply.type(a.type).header('cache-control', 'no-cache').send(a.body);
   });
   app.get('/healthz', async (_req, reply) =>
-    reply.code(closing ? 503 : 200).send({
-      status: closing ? 'closing' : 'ok',
+    reply.code(closing || service.ready === false ? 503 : 200).send({
+      status: closing ? 'closing' : service.ready === false ? 'backend unavailable' : 'ok',
       model: service.modelName,
       queue_depth: service.depth,
       cache_bytes: service.cacheBytes,
