@@ -9,6 +9,7 @@ import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, toFloat32 } from '../src/io/d
 import { encodeNpy, parseNpy, readNpy } from '../src/io/npy.js';
 import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 import { readTorchBin } from '../src/io/torch-bin.js';
+import { unpickle } from '../src/io/pickle.js';
 import { FIXTURES, makeZip, tempDir } from './helpers.js';
 
 const TORCH_BIN = join(FIXTURES, 'torch-bin');
@@ -23,7 +24,10 @@ function throwsLisa(fn: () => unknown, pattern: RegExp): void {
 }
 
 describe('torch .bin reader', () => {
-  const expected = JSON.parse(readFileSync(join(TORCH_BIN, 'expected.json'), 'utf8')) as Record<string, { dtype: string; shape: number[]; contiguous: boolean; values_as_float64: number[] }>;
+  const expected = JSON.parse(readFileSync(join(TORCH_BIN, 'expected.json'), 'utf8')) as Record<
+    string,
+    { dtype: string; shape: number[]; contiguous: boolean; values_as_float64: number[] }
+  >;
 
   it('reads every tensor of the two-shard fixture through the index, equal to expected.json', () => {
     const ckpt = openCheckpoint(join(TORCH_BIN, 'pytorch_model.bin.index.json'));
@@ -50,7 +54,13 @@ describe('torch .bin reader', () => {
 
   it('refuses a pickle that names a forbidden global, without calling it', () => {
     // GLOBAL 'os system', the string 'echo pwned', TUPLE1, REDUCE, STOP.
-    const pkl = Buffer.concat([Buffer.from([0x80, 2]), Buffer.from('cos\nsystem\n', 'latin1'), Buffer.from([0x58, 10, 0, 0, 0]), Buffer.from('echo pwned'), Buffer.from([0x85, 0x52, 0x2e])]);
+    const pkl = Buffer.concat([
+      Buffer.from([0x80, 2]),
+      Buffer.from('cos\nsystem\n', 'latin1'),
+      Buffer.from([0x58, 10, 0, 0, 0]),
+      Buffer.from('echo pwned'),
+      Buffer.from([0x85, 0x52, 0x2e]),
+    ]);
     using d = tempDir();
     const p = join(d.path, 'evil.bin');
     writeFileSync(p, makeZip([{ name: 'archive/data.pkl', data: pkl }]));
@@ -66,19 +76,41 @@ describe('torch .bin reader', () => {
     throwsLisa(() => readTorchBin(p), /zip|truncated/);
     // A valid pickle whose storage member was left out of the archive.
     const pkl = Buffer.concat([
-      Buffer.from([0x80, 2]), Buffer.from('ccollections\nOrderedDict\n', 'latin1'), Buffer.from([0x29, 0x52]),
-      Buffer.from([0x58, 1, 0, 0, 0]), Buffer.from('w'),
-      Buffer.from('ctorch._utils\n_rebuild_tensor_v2\n', 'latin1'), Buffer.from([0x28]),
-      Buffer.from([0x28, 0x58, 7, 0, 0, 0]), Buffer.from('storage'), Buffer.from('ctorch\nFloatStorage\n', 'latin1'),
-      Buffer.from([0x58, 1, 0, 0, 0]), Buffer.from('0'), Buffer.from([0x58, 3, 0, 0, 0]), Buffer.from('cpu'), Buffer.from([0x4b, 4, 0x74, 0x51]),
+      Buffer.from([0x80, 2]),
+      Buffer.from('ccollections\nOrderedDict\n', 'latin1'),
+      Buffer.from([0x29, 0x52]),
+      Buffer.from([0x58, 1, 0, 0, 0]),
+      Buffer.from('w'),
+      Buffer.from('ctorch._utils\n_rebuild_tensor_v2\n', 'latin1'),
+      Buffer.from([0x28]),
+      Buffer.from([0x28, 0x58, 7, 0, 0, 0]),
+      Buffer.from('storage'),
+      Buffer.from('ctorch\nFloatStorage\n', 'latin1'),
+      Buffer.from([0x58, 1, 0, 0, 0]),
+      Buffer.from('0'),
+      Buffer.from([0x58, 3, 0, 0, 0]),
+      Buffer.from('cpu'),
+      Buffer.from([0x4b, 4, 0x74, 0x51]),
       Buffer.from([0x4b, 0, 0x4b, 4, 0x85, 0x4b, 1, 0x85, 0x89, 0x4e, 0x74, 0x52, 0x73, 0x2e]),
     ]);
     const q = join(d.path, 'nostorage.bin');
     writeFileSync(q, makeZip([{ name: 'archive/data.pkl', data: pkl }]));
     throwsLisa(() => readTorchBin(q), /archive\/data\/0.*not in the archive/);
-    writeFileSync(q, makeZip([{ name: 'archive/data.pkl', data: pkl }, { name: 'archive/data/0', data: new Uint8Array(8) }]));
+    writeFileSync(
+      q,
+      makeZip([
+        { name: 'archive/data.pkl', data: pkl },
+        { name: 'archive/data/0', data: new Uint8Array(8) },
+      ]),
+    );
     throwsLisa(() => readTorchBin(q), /holds 8 bytes but is declared as 4 float32/);
-    writeFileSync(q, makeZip([{ name: 'archive/data.pkl', data: pkl }, { name: 'archive/data/0', data: new Uint8Array(new Float32Array([1, 2, 3, 4]).buffer) }]));
+    writeFileSync(
+      q,
+      makeZip([
+        { name: 'archive/data.pkl', data: pkl },
+        { name: 'archive/data/0', data: new Uint8Array(new Float32Array([1, 2, 3, 4]).buffer) },
+      ]),
+    );
     const ok = readTorchBin(q);
     assert.deepEqual([...ok.tensors[0]!.float32()], [1, 2, 3, 4]);
     ok.close();
@@ -87,7 +119,9 @@ describe('torch .bin reader', () => {
 
 describe('safetensors', () => {
   it('lists and reads every tensor of the lisa-tiny checkpoint, equal to weights_manifest.json', () => {
-    const manifest = JSON.parse(readFileSync(join(TINY, 'weights_manifest.json'), 'utf8')) as { tensors: Record<string, { dtype: string; shape: number[]; sha256: string }> };
+    const manifest = JSON.parse(readFileSync(join(TINY, 'weights_manifest.json'), 'utf8')) as {
+      tensors: Record<string, { dtype: string; shape: number[]; sha256: string }>;
+    };
     const ckpt = openCheckpoint(TINY);
     try {
       assert.equal(ckpt.tensors.size, Object.keys(manifest.tensors).length);
@@ -106,13 +140,17 @@ describe('safetensors', () => {
     using d = tempDir();
     const p = join(d.path, 'x.safetensors');
     const f32 = new Float32Array([1.5, -2, 3e-8, 0]);
-    writeSafetensors(p, [
-      { name: 'a', dtype: 'float32', shape: [2, 2], data: new Uint8Array(f32.buffer) },
-      { name: 'b', dtype: 'bfloat16', shape: [3], data: new Uint8Array(new Uint16Array([0x3f80, 0xc000, 0x0000]).buffer) },
-      { name: 'c', dtype: 'int64', shape: [], data: new Uint8Array(new BigInt64Array([-7n]).buffer) },
-      { name: 'd', dtype: 'bool', shape: [2], data: new Uint8Array([1, 0]) },
-      { name: 'e', dtype: 'float16', shape: [1], data: new Uint8Array(new Uint16Array([0x3c00]).buffer) },
-    ], { format: 'pt' });
+    writeSafetensors(
+      p,
+      [
+        { name: 'a', dtype: 'float32', shape: [2, 2], data: new Uint8Array(f32.buffer) },
+        { name: 'b', dtype: 'bfloat16', shape: [3], data: new Uint8Array(new Uint16Array([0x3f80, 0xc000, 0x0000]).buffer) },
+        { name: 'c', dtype: 'int64', shape: [], data: new Uint8Array(new BigInt64Array([-7n]).buffer) },
+        { name: 'd', dtype: 'bool', shape: [2], data: new Uint8Array([1, 0]) },
+        { name: 'e', dtype: 'float16', shape: [1], data: new Uint8Array(new Uint16Array([0x3c00]).buffer) },
+      ],
+      { format: 'pt' },
+    );
     const f = readSafetensors(p);
     const by = new Map(f.tensors.map((t) => [t.name, t]));
     assert.deepEqual(f.metadata, { format: 'pt' });
@@ -140,10 +178,20 @@ describe('safetensors', () => {
       [craft({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, 4), /ends at byte 8.*only 4 data bytes/],
       [craft(null, 0, '{"a": '), /not valid JSON/],
       [craft({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 12] } }, 12), /span 12 bytes but float32\[2\] needs 8/],
-      [craft({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, 8), /"a" and "b" overlap/],
+      [
+        craft({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, 8),
+        /"a" and "b" overlap/,
+      ],
       [craft({ a: { dtype: 'Q4', shape: [2], data_offsets: [0, 8] } }, 8), /unknown dtype "Q4"/],
       [craft({ a: { dtype: 'F32', shape: [-1], data_offsets: [0, 8] } }, 8), /shape must be/],
-      [(() => { const b = craft({}, 0); b.writeBigUInt64LE(1n << 40n); return b; })(), /header claims/],
+      [
+        (() => {
+          const b = craft({}, 0);
+          b.writeBigUInt64LE(1n << 40n);
+          return b;
+        })(),
+        /header claims/,
+      ],
     ];
     for (const [bytes, re] of cases) {
       writeFileSync(p, bytes);
@@ -177,11 +225,16 @@ describe('checkpoint index', () => {
 
   it('rejects an index that puts a tensor in the wrong shard', () => {
     using d = tempDir();
-    const index = JSON.parse(readFileSync(join(TORCH_BIN, 'pytorch_model.bin.index.json'), 'utf8')) as { weight_map: Record<string, string> };
+    const index = JSON.parse(readFileSync(join(TORCH_BIN, 'pytorch_model.bin.index.json'), 'utf8')) as {
+      weight_map: Record<string, string>;
+    };
     index.weight_map['model.norm.weight'] = 'pytorch_model-00002-of-00002.bin';
     for (const f of new Set(Object.values(index.weight_map))) writeFileSync(join(d.path, f), readFileSync(join(TORCH_BIN, f)));
     writeFileSync(join(d.path, 'pytorch_model.bin.index.json'), JSON.stringify(index));
-    throwsLisa(() => openCheckpoint(d.path), /puts model\.norm\.weight in pytorch_model-00002-of-00002\.bin, but it is in pytorch_model-00001/);
+    throwsLisa(
+      () => openCheckpoint(d.path),
+      /puts model\.norm\.weight in pytorch_model-00002-of-00002\.bin, but it is in pytorch_model-00001/,
+    );
   });
 
   it('says what a folder without weights is not', () => {
@@ -201,7 +254,8 @@ describe('dtype conversion', () => {
     assert.equal(f16ToF32(0x7bff), 65504);
     assert.equal(f16ToF32(0xfc00), -Infinity);
     assert.ok(Number.isNaN(f16ToF32(0x7e00)));
-    for (const h of [0x0000, 0x0001, 0x03ff, 0x0400, 0x3555, 0x3c00, 0x7bff, 0x8001, 0xbc00, 0x7c00]) assert.equal(f32ToF16(f16ToF32(h)), h);
+    for (const h of [0x0000, 0x0001, 0x03ff, 0x0400, 0x3555, 0x3c00, 0x7bff, 0x8001, 0xbc00, 0x7c00])
+      assert.equal(f32ToF16(f16ToF32(h)), h);
     assert.equal(f32ToF16(65520), 0x7c00); // rounds up to infinity
     assert.equal(f32ToF16(1 + 2 ** -11), 0x3c00); // halfway, ties to even
     assert.deepEqual([...toFloat32('bfloat16', new Uint8Array(new Uint16Array([0x4040, 0xbf00]).buffer))], [3, -0.5]);
@@ -215,8 +269,12 @@ describe('.npy', () => {
     assert.equal(a.shape.length, 2);
     assert.equal(a.data[0], 1n, 'BOS first');
     for (const [dtype, data] of [
-      ['float32', new Float32Array([1, -2.5, 3])], ['int64', new BigInt64Array([1n, -2n, 3n])], ['int32', new Int32Array([4, 5, 6])],
-      ['uint8', new Uint8Array([7, 8, 9])], ['bool', new Uint8Array([1, 0, 1])], ['float16', new Uint16Array([0x3c00, 0, 0xc000])],
+      ['float32', new Float32Array([1, -2.5, 3])],
+      ['int64', new BigInt64Array([1n, -2n, 3n])],
+      ['int32', new Int32Array([4, 5, 6])],
+      ['uint8', new Uint8Array([7, 8, 9])],
+      ['bool', new Uint8Array([1, 0, 1])],
+      ['float16', new Uint16Array([0x3c00, 0, 0xc000])],
     ] as const) {
       const back = parseNpy(encodeNpy(dtype, [1, 3], data));
       assert.equal(back.dtype, dtype);
@@ -240,7 +298,11 @@ describe('protobuf codec', () => {
   it('reads back what the writer wrote, packed or not', async () => {
     const { ProtoWriter, readFields, fieldInts, fieldString, fieldFloat } = await import('../src/graph/protobuf.js');
     const w = new ProtoWriter();
-    w.varint(1, 300).string(2, 'héllo').float(3, 1.5).varint(4, -2).message(5, (m) => m.varint(1, 7));
+    w.varint(1, 300)
+      .string(2, 'héllo')
+      .float(3, 1.5)
+      .varint(4, -2)
+      .message(5, (m) => m.varint(1, 7));
     w.bytes(6, Buffer.from([0x01, 0xac, 0x02])); // packed [1, 300]
     const f = readFields(w.finish(), 'test');
     assert.deepEqual(fieldInts(f, 1, 't'), [300]);
@@ -261,11 +323,16 @@ describe('torch.save-format writer', () => {
     const p = join(d.path, 'pytorch_model.bin');
     const a = new Float32Array([1.5, -2, 3.25, 4, 5, 6]);
     const b = new Uint16Array(Array.from({ length: 1000 }, (_, i) => 0x3f80 + (i % 50)));
-    writeTorchBin(p, 'pytorch_model', [
-      { name: 'w', dtype: 'float32', shape: [2, 3], fill: (o, off) => o.set(new Uint8Array(a.buffer, off, o.length)) },
-      { name: 'e', dtype: 'bfloat16', shape: [10, 100], fill: (o, off) => o.set(new Uint8Array(b.buffer, off, o.length)) },
-      { name: 's', dtype: 'int64', shape: [], fill: (o) => o.set(new Uint8Array(new BigInt64Array([42n]).buffer)) },
-    ], 512);
+    writeTorchBin(
+      p,
+      'pytorch_model',
+      [
+        { name: 'w', dtype: 'float32', shape: [2, 3], fill: (o, off) => o.set(new Uint8Array(a.buffer, off, o.length)) },
+        { name: 'e', dtype: 'bfloat16', shape: [10, 100], fill: (o, off) => o.set(new Uint8Array(b.buffer, off, o.length)) },
+        { name: 's', dtype: 'int64', shape: [], fill: (o) => o.set(new Uint8Array(new BigInt64Array([42n]).buffer)) },
+      ],
+      512,
+    );
     const f = readTorchBin(p);
     const by = new Map(f.tensors.map((t) => [t.name, t]));
     assert.deepEqual([...by.get('w')!.float32()], [...a]);
@@ -281,5 +348,19 @@ describe('torch.save-format writer', () => {
       assert.equal(raw.readUInt32LE(cdAt + 16), crc32(raw.subarray(e.dataOffset, e.dataOffset + e.size)) >>> 0, `${e.name} CRC`);
     }
     f.close();
+  });
+});
+
+describe('unpickle: text opcodes', () => {
+  // Protocol-0 LONG ("L<digits>L\n") as the fuzzer produced it: junk where digits belong was a raw SyntaxError.
+  const pickle = (body: string): Uint8Array => Buffer.from(`${body}.`, 'latin1');
+  it('reads a LONG and refuses one that is not digits with a LisaError naming the file', () => {
+    assert.equal(
+      unpickle(pickle('L123456789012345678901234567890L\n'), { globals: new Map(), source: 'x.pkl' }),
+      123456789012345678901234567890n,
+    );
+    assert.equal(unpickle(pickle('L-42L\n'), { globals: new Map(), source: 'x.pkl' }), -42);
+    throwsLisa(() => unpickle(pickle('LongStorageL\n'), { globals: new Map(), source: 'x.pkl' }), /x\.pkl.*bad LONG "ongStorage"/);
+    throwsLisa(() => unpickle(pickle(`L${'9'.repeat(5000)}L\n`), { globals: new Map(), source: 'x.pkl' }), /x\.pkl.*bad LONG/);
   });
 });

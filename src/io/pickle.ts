@@ -114,7 +114,13 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
         else { const v = Number.parseInt(s, 10); if (!Number.isFinite(v)) fail(`bad INT ${s}`); stack.push(v); }
         break;
       }
-      case 0x4c: { const s = line().replace(/L$/, ''); const v = BigInt(s); stack.push(v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v); break; } // LONG text
+      case 0x4c: { // LONG text: digits only (BigInt would throw its own SyntaxError), at most 4300 of them as Python
+        const s = line().replace(/L$/, '');
+        if (!/^[+-]?\d{1,4300}$/.test(s)) fail(`bad LONG ${JSON.stringify(s.slice(0, 40))}`);
+        const v = BigInt(s);
+        stack.push(v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v);
+        break;
+      }
       case 0x46: { const v = Number.parseFloat(line()); stack.push(v); break; } // FLOAT text
       case 0x58: stack.push(str(bytes(u32()))); break; // BINUNICODE
       case 0x8c: stack.push(str(bytes(u8()))); break; // SHORT_BINUNICODE
