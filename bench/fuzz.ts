@@ -5,9 +5,9 @@
  * be a parse or a LisaError naming the file; any other exception is a finding (printed with its seed and case to
  * reproduce). The slowest case per parser is reported. test/fuzz.test.ts runs a short seeded campaign.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LisaError } from '../src/errors.js';
 import { Graph } from '../src/graph/graph.js';
@@ -20,6 +20,8 @@ import { unpickle } from '../src/io/pickle.js';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { readTorchBin } from '../src/io/torch-bin.js';
 import { rasterizeShapes, readReasonSegJson } from '../src/eval/reasonseg.js';
+import { referAnnotations, referMask } from '../src/eval/refer.js';
+import { openCheckpoint } from '../src/io/checkpoint.js';
 import { readLisaConfig } from '../src/models/config.js';
 import { SentencePieceModel } from '../src/text/sentencepiece.js';
 import { LlamaTokenizer } from '../src/text/tokenizer.js';
@@ -192,6 +194,41 @@ export const TARGETS: Target[] = [
     parse: (p) => {
       const a = readReasonSegJson(p);
       return rasterizeShapes(a.shapes, 64, 80);
+    },
+  },
+  {
+    // A sharded checkpoint's index (the case) beside the fixture's real shards.
+    name: 'shard-index',
+    file: 'pytorch_model.bin.index.json',
+    seeds: () => [readFileSync(join(FIX, 'torch-bin', 'pytorch_model.bin.index.json'))],
+    parse: (p) => {
+      for (const f of ['pytorch_model-00001-of-00002.bin', 'pytorch_model-00002-of-00002.bin'])
+        if (!existsSync(join(dirname(p), f))) copyFileSync(join(FIX, 'torch-bin', f), join(dirname(p), f));
+      const c = openCheckpoint(p);
+      try {
+        for (const t of [...c.tensors.values()].slice(0, 4)) t.float32();
+      } finally {
+        c.close();
+      }
+    },
+  },
+  {
+    // refCOCO's instances.json, then each annotation's ground truth (polygons or RLE) rasterised.
+    name: 'refer-instances',
+    file: 'instances.json',
+    seeds: () => [
+      u8(
+        JSON.stringify({
+          annotations: [
+            { id: 1, image_id: 9, category_id: 1, segmentation: [[1, 1, 30, 2, 12, 40]], bbox: [1, 1, 29, 39] },
+            { id: 2, image_id: 9, category_id: 2, segmentation: { size: [48, 64], counts: [100, 20, 2952] } },
+          ],
+        }),
+      ),
+    ],
+    parse: (p) => {
+      const anns = referAnnotations(dirname(dirname(p)), basename(dirname(p)));
+      for (const id of anns.keys()) referMask(anns, { annIds: [id], noTarget: false } as never, 48, 64, p);
     },
   },
   { name: 'image', seeds: smallImages, parse: (p) => decodeImage(p) },

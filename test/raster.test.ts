@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { LisaError } from '../src/errors.js';
 import { decodeImage } from '../src/image/decode.js';
 import { readNpy } from '../src/io/npy.js';
 import { polygonToCounts, polygonToMask } from '../src/eval/coco-polygon.js';
@@ -128,5 +129,19 @@ describe('rasterising polygons far outside the image', () => {
         ),
       /shape "door": a point coordinate is not a finite number/,
     );
+  });
+});
+
+describe('COCO polygons (frPyObjects) with hostile coordinates', () => {
+  it('a coordinate far outside the image is one LisaError at once, not an allocation until the process dies', () => {
+    const t = performance.now();
+    assert.throws(
+      () => polygonToMask([1, 1, 1099511627776, 2, 12, 40], 48, 64, 'x.json: annotation 3'),
+      (e: unknown) => e instanceof LisaError && /x\.json: annotation 3: a polygon reaches far outside the 64x48 image/.test(e.message),
+    );
+    assert.throws(() => polygonToMask([1, 1, Number.NaN, 2, 12, 40], 48, 64, 'x.json'), /not a finite number/);
+    assert.ok(performance.now() - t < 100);
+    // A polygon that pokes out of the image a little is still rasterised as pycocotools does.
+    assert.ok(polygonToMask([-20, -20, 80, 1, 12, 70], 48, 64).data.some((v) => v === 1));
   });
 });

@@ -134,14 +134,19 @@ export function referMask(anns: ReadonlyMap<number, CocoAnn>, q: ReferQuery, h: 
     if (!ann) throw new LisaError(`${where}: annotation ${id} not found`);
     const seg = ann.segmentation;
     const add = (counts: string | readonly number[]): void => {
-      const m = decodeRle({ size: [h, w], counts });
+      let m: ReturnType<typeof decodeRle>;
+      try {
+        m = decodeRle({ size: [h, w], counts });
+      } catch (e) {
+        throw e instanceof LisaError && !e.message.startsWith(where) ? new LisaError(`${where}: annotation ${id}: ${e.message}`) : e;
+      }
       for (let i = 0; i < m.data.length; i++) out[i] = out[i]! + m.data[i]!;
     };
     if (Array.isArray(seg)) {
       for (const poly of seg) {
         if (!Array.isArray(poly) || !poly.every((c) => typeof c === 'number'))
           throw new LisaError(`${where}: annotation ${id} has a malformed polygon`);
-        add(polygonToCounts(poly as number[], h, w));
+        add(polygonToCounts(poly as number[], h, w, `${where}: annotation ${id}`));
       }
     } else if (seg && typeof seg === 'object' && 'counts' in seg) {
       add((seg as { counts: string | number[] }).counts);
@@ -151,6 +156,16 @@ export function referMask(anns: ReadonlyMap<number, CocoAnn>, q: ReferQuery, h: 
 }
 
 export function referAnnotations(root: string, dataset: string): Map<number, CocoAnn> {
-  const instances = readJsonFile(join(root, dataset, 'instances.json')) as { annotations: CocoAnn[] };
-  return new Map(instances.annotations.map((a) => [a.id, a]));
+  const path = join(root, dataset, 'instances.json');
+  const instances = readJsonFile(path) as { annotations?: unknown };
+  if (!instances || typeof instances !== 'object' || !Array.isArray(instances.annotations))
+    throw new LisaError(`${path}: expected an object with an "annotations" array (COCO instances)`);
+  const out = new Map<number, CocoAnn>();
+  instances.annotations.forEach((a: unknown, i) => {
+    const ann = a as CocoAnn | null;
+    if (!ann || typeof ann !== 'object' || !Number.isSafeInteger(ann.id))
+      throw new LisaError(`${path}: annotations[${i}] has no integer "id"`);
+    out.set(ann.id, ann);
+  });
+  return out;
 }

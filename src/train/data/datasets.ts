@@ -175,7 +175,7 @@ function annToMask(seg: unknown, h: number, w: number, where: string): Uint8Arra
   if (Array.isArray(seg)) {
     const out = new Uint8Array(h * w);
     for (const poly of seg as number[][]) {
-      const m = polygonToMask(poly, h, w);
+      const m = polygonToMask(poly, h, w, where);
       for (let i = 0; i < out.length; i++) out[i] = out[i]! | m.data[i]!;
     }
     return out;
