@@ -364,3 +364,17 @@ describe('unpickle: text opcodes', () => {
     throwsLisa(() => unpickle(pickle(`L${'9'.repeat(5000)}L\n`), { globals: new Map(), source: 'x.pkl' }), /x\.pkl.*bad LONG/);
   });
 });
+
+describe('zip members that do not inflate', () => {
+  it('a corrupt DEFLATE member of a torch .bin is a LisaError naming the file and member', () => {
+    using d = tempDir();
+    const zip = makeZip([{ name: 'archive/data.pkl', data: new Uint8Array([0xff, 0xff, 0xff, 0xff, 0x07, 0x00, 0x13]) }]);
+    // Mark the member DEFLATE-compressed (local header byte 8, central header byte 10): its bytes are not a valid stream.
+    zip.writeUInt16LE(8, 8);
+    const central = zip.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02]));
+    zip.writeUInt16LE(8, central + 10);
+    const p = join(d.path, 'bad.bin');
+    writeFileSync(p, zip);
+    throwsLisa(() => readTorchBin(p), /bad\.bin: zip member archive\/data\.pkl does not inflate/);
+  });
+});

@@ -29,7 +29,11 @@ export function readZipDirectory(f: RandomAccessFile): Map<string, ZipEntry> {
   if (tailLen < 22) throw new LisaError(`${where}: too short to be a zip archive`);
   const tail = f.read(f.size - tailLen, tailLen, 'zip end record');
   let eocd = -1;
-  for (let i = tailLen - 22; i >= 0; i--) if (tail.readUInt32LE(i) === EOCD_SIG) { eocd = i; break; }
+  for (let i = tailLen - 22; i >= 0; i--)
+    if (tail.readUInt32LE(i) === EOCD_SIG) {
+      eocd = i;
+      break;
+    }
   if (eocd < 0) throw new LisaError(`${where}: no zip end-of-central-directory record; not a zip archive or truncated`);
   let count = tail.readUInt16LE(eocd + 10);
   let cdSize = tail.readUInt32LE(eocd + 12);
@@ -54,18 +58,26 @@ export function readZipDirectory(f: RandomAccessFile): Map<string, ZipEntry> {
     const method = cd.readUInt16LE(p + 10);
     let csize = cd.readUInt32LE(p + 20);
     let usize = cd.readUInt32LE(p + 24);
-    const nameLen = cd.readUInt16LE(p + 28), extraLen = cd.readUInt16LE(p + 30), commentLen = cd.readUInt16LE(p + 32);
+    const nameLen = cd.readUInt16LE(p + 28),
+      extraLen = cd.readUInt16LE(p + 30),
+      commentLen = cd.readUInt16LE(p + 32);
     let localOffset = cd.readUInt32LE(p + 42);
-    if (p + 46 + nameLen + extraLen + commentLen > cd.length) throw new LisaError(`${where}: zip central directory entry ${i} runs past the directory`);
+    if (p + 46 + nameLen + extraLen + commentLen > cd.length)
+      throw new LisaError(`${where}: zip central directory entry ${i} runs past the directory`);
     const name = cd.toString('utf8', p + 46, p + 46 + nameLen);
     // ZIP64 extended information: only the fields saturated in the fixed part are present, in this order.
     let x = p + 46 + nameLen;
     const xEnd = x + extraLen;
     while (x + 4 <= xEnd) {
-      const id = cd.readUInt16LE(x), len = cd.readUInt16LE(x + 2);
+      const id = cd.readUInt16LE(x),
+        len = cd.readUInt16LE(x + 2);
       if (id === 0x0001) {
         let q = x + 4;
-        const take = (): number => { const v = safeNumber(cd.readBigUInt64LE(q), where); q += 8; return v; };
+        const take = (): number => {
+          const v = safeNumber(cd.readBigUInt64LE(q), where);
+          q += 8;
+          return v;
+        };
         if (usize === 0xffffffff) usize = take();
         if (csize === 0xffffffff) csize = take();
         if (localOffset === 0xffffffff) localOffset = take();
@@ -75,7 +87,8 @@ export function readZipDirectory(f: RandomAccessFile): Map<string, ZipEntry> {
     const local = f.read(localOffset, 30, `local header of ${name}`);
     if (local.readUInt32LE(0) !== LOCAL_SIG) throw new LisaError(`${where}: zip local header of ${name} is corrupt`);
     const dataOffset = localOffset + 30 + local.readUInt16LE(26) + local.readUInt16LE(28);
-    if (dataOffset + csize > f.size) throw new LisaError(`${where}: zip member ${name} ends at byte ${dataOffset + csize} but the file has ${f.size}; truncated`);
+    if (dataOffset + csize > f.size)
+      throw new LisaError(`${where}: zip member ${name} ends at byte ${dataOffset + csize} but the file has ${f.size}; truncated`);
     entries.set(name, { name, method, compressedSize: csize, size: usize, dataOffset });
     p += 46 + nameLen + extraLen + commentLen;
   }
@@ -87,7 +100,14 @@ export function readZipEntry(f: RandomAccessFile, e: ZipEntry, maxBytes: number)
   if (e.size > maxBytes) throw new LisaError(`${f.path}: zip member ${e.name} is ${e.size} bytes (limit ${maxBytes})`);
   const raw = f.read(e.dataOffset, e.compressedSize, e.name);
   if (e.method === 0) return raw;
-  if (e.method === 8) return inflateRawSync(raw, { maxOutputLength: maxBytes });
+  if (e.method === 8) {
+    try {
+      return inflateRawSync(raw, { maxOutputLength: maxBytes });
+    } catch (err) {
+      // zlib's own message ("invalid block type", "unexpected end of file", a size past the limit) for this member.
+      throw new LisaError(`${f.path}: zip member ${e.name} does not inflate (${(err as Error).message})`);
+    }
+  }
   throw new LisaError(`${f.path}: zip member ${e.name} uses compression method ${e.method}; only STORED and DEFLATE are supported`);
 }
 
