@@ -1,10 +1,13 @@
 /**
- * `npm run fuzz [-- --cases N] [--only NAME,…] [--seed S]`: a mutation fuzzer over lisa-ts's parsers of untrusted
+ * `npm run fuzz [-- --cases N] [--only NAME,…] [--seed S] [--case-timeout-ms 10000] [--heap-mb 1024]`: a mutation fuzzer over lisa-ts's parsers of untrusted
  * files. Each case takes a real seed file, applies mutations (bit flips, byte sets, truncation, extension, splices,
  * and structure-aware edits of JSON values and of length/offset fields) and parses the result. Every outcome must
  * be a parse or a LisaError naming the file; any other exception is a finding (printed with its seed and case to
- * reproduce). The slowest case per parser is reported. test/fuzz.test.ts runs a short seeded campaign.
+ * reproduce). The slowest case per parser is reported. Each parser's campaign runs in a child process with a heap cap;
+ * a case past the time limit or one that kills the process is a finding, and the campaign goes on after it.
+ * test/fuzz.test.ts runs a short seeded campaign in process.
  */
+import { fork } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -344,8 +347,19 @@ function mutateJson(b: Uint8Array, rand: () => number): Uint8Array {
   return cat(b.subarray(0, start), body, b.subarray(end));
 }
 
-/** One parser's campaign: `cases` mutated files, each parsed; findings are the exceptions that are not LisaErrors naming the file. */
-export async function campaign(t: Target, cases: number, seed: number): Promise<CampaignResult> {
+type Outcome = { i: number; kind: 'parsed' | 'refused' | 'finding'; ms: number; error?: string };
+
+/**
+ * One parser's campaign: `cases` mutated files, each parsed; findings are the exceptions that are not LisaErrors
+ * naming the file. `from`: cases before it are generated (the random stream is the same) but not parsed, so a
+ * campaign restarted after a hung or crashed case goes on with the next one. `onCase` hears each case begin and end.
+ */
+export async function campaign(
+  t: Target,
+  cases: number,
+  seed: number,
+  opts: { from?: number; onCase?: (i: number) => void; onOutcome?: (o: Outcome) => void } = {},
+): Promise<CampaignResult> {
   const seeds = await t.seeds();
   const dir = mkdtempSync(join(tmpdir(), `lisa-fuzz-${t.name}-`));
   const rand = mulberry32(seed);
@@ -363,28 +377,91 @@ export async function campaign(t: Target, cases: number, seed: number): Promise<
     const path = join(dir, t.file ?? `case.bin`);
     for (let i = 0; i < cases; i++) {
       const bytes = mutate(seeds[Math.floor(rand() * seeds.length)]!, seeds, rand);
+      if (i < (opts.from ?? 0)) continue;
       mkdirSync(dir, { recursive: true });
       writeFileSync(path, bytes);
+      opts.onCase?.(i);
       const t0 = performance.now();
+      let o: Outcome;
       try {
         await t.parse(path, bytes);
         result.parsed++;
+        o = { i, kind: 'parsed', ms: 0 };
       } catch (e) {
-        if (e instanceof LisaError && (e.message.includes(path) || e.message.includes(dir))) result.refused++;
-        else
-          result.findings.push({
-            target: t.name,
-            caseIndex: i,
-            error:
-              e instanceof LisaError
-                ? `LisaError without the file name: ${e.message}`
-                : `${(e as Error).name}: ${(e as Error).message}`.slice(0, 300),
-          });
+        if (e instanceof LisaError && (e.message.includes(path) || e.message.includes(dir))) {
+          result.refused++;
+          o = { i, kind: 'refused', ms: 0 };
+        } else {
+          const error =
+            e instanceof LisaError
+              ? `LisaError without the file name: ${e.message}`
+              : `${(e as Error).name}: ${(e as Error).message}`.slice(0, 300);
+          result.findings.push({ target: t.name, caseIndex: i, error });
+          o = { i, kind: 'finding', ms: 0, error };
+        }
       }
-      result.slowestMs = Math.max(result.slowestMs, performance.now() - t0);
+      o.ms = performance.now() - t0;
+      result.slowestMs = Math.max(result.slowestMs, o.ms);
+      opts.onOutcome?.(o);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+  return result;
+}
+
+/**
+ * A campaign in a child process under a memory cap, watched: a case that runs past `caseMs` (a hang) or kills the
+ * process (out of memory, a native crash) is a finding, and the campaign restarts after it.
+ */
+async function watchedCampaign(t: Target, cases: number, seed: number, caseMs: number, heapMb: number): Promise<CampaignResult> {
+  const result: CampaignResult = { target: t.name, cases, parsed: 0, refused: 0, findings: [], slowestMs: 0 };
+  let from = 0;
+  while (from < cases) {
+    let current = from;
+    let last = Date.now();
+    const child = fork(
+      fileURLToPath(import.meta.url),
+      ['--child', t.name, '--cases', String(cases), '--seed', String(seed), '--from', String(from)],
+      {
+        execArgv: [`--max-old-space-size=${heapMb}`],
+        stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+      },
+    );
+    const end = await new Promise<{ code: number | null; signal: string | null; hung: boolean }>((resolve) => {
+      const timer = setInterval(() => {
+        if (Date.now() - last > caseMs) {
+          child.kill('SIGKILL');
+          clearInterval(timer);
+          resolve({ code: null, signal: 'SIGKILL', hung: true });
+        }
+      }, 200);
+      child.on('message', (m: { case?: number; outcome?: Outcome }) => {
+        last = Date.now();
+        if (m.case !== undefined) current = m.case;
+        const o = m.outcome;
+        if (!o) return;
+        if (o.kind === 'parsed') result.parsed++;
+        else if (o.kind === 'refused') result.refused++;
+        else result.findings.push({ target: t.name, caseIndex: o.i, error: o.error! });
+        result.slowestMs = Math.max(result.slowestMs, o.ms);
+        current = o.i + 1;
+      });
+      child.on('exit', (code, signal) => {
+        clearInterval(timer);
+        resolve({ code, signal, hung: false });
+      });
+    });
+    if (end.code === 0 && current >= cases) break;
+    result.findings.push({
+      target: t.name,
+      caseIndex: current,
+      error: end.hung
+        ? `hang: no result within ${caseMs} ms`
+        : `the process died (${end.signal ?? `exit ${end.code}`}; out of memory under ${heapMb} MB?)`,
+    });
+    result.slowestMs = Math.max(result.slowestMs, end.hung ? caseMs : 0);
+    from = current + 1;
   }
   return result;
 }
@@ -397,11 +474,24 @@ async function main(): Promise<void> {
   };
   const cases = Number(get('--cases') ?? 100000),
     seed = Number(get('--seed') ?? 1);
+  const child = get('--child');
+  if (child) {
+    const t = TARGETS.find((x) => x.name === child)!;
+    await campaign(t, cases, seed, {
+      from: Number(get('--from') ?? 0),
+      onCase: (i) => process.send?.({ case: i }),
+      onOutcome: (outcome) => process.send?.({ outcome }),
+    });
+    process.disconnect?.();
+    return;
+  }
   const only = get('--only')?.split(',');
+  const caseMs = Number(get('--case-timeout-ms') ?? 10_000),
+    heapMb = Number(get('--heap-mb') ?? 1024);
   let failed = 0;
   for (const t of TARGETS) {
     if (only && !only.includes(t.name)) continue;
-    const r = await campaign(t, cases, seed);
+    const r = await watchedCampaign(t, cases, seed, caseMs, heapMb);
     failed += r.findings.length;
     process.stdout.write(
       `${t.name.padEnd(18)} ${r.cases} cases: ${r.parsed} parsed, ${r.refused} refused with a LisaError, ${r.findings.length} ` +

@@ -11,6 +11,7 @@ import {
   stringToCounts,
   type BinaryMask,
 } from '../src/image/mask-encoding.js';
+import { LisaError } from '../src/errors.js';
 import { rng } from './helpers.js';
 
 function mask(rows: string[]): BinaryMask {
@@ -91,5 +92,21 @@ describe('generation options are checked', () => {
     assert.throws(() => checkGenerateOptions({ sampling: { temperature: 0.7, topP: 2, seed: 1 } }), /topP must be in \(0, 1\], got 2/);
     assert.throws(() => checkGenerateOptions({ sampling: { temperature: -1, topP: 0.9, seed: 1 } }), /temperature must be a number >= 0/);
     checkGenerateOptions({ maxNewTokens: 3, sampling: { temperature: 0, topP: 1, seed: 0 } });
+  });
+});
+
+describe('decodeRle on untrusted input', () => {
+  it('refuses counts and sizes of the wrong type with a LisaError (a number for counts was a raw TypeError)', () => {
+    for (const bad of [
+      { size: [2, 2], counts: 4 },
+      { size: [2, 2], counts: [1, -3] },
+      { size: [2, 2], counts: { a: 1 } },
+      { size: 'x', counts: [4] },
+    ])
+      assert.throws(
+        () => decodeRle(bad as never),
+        (e: unknown) => e instanceof LisaError && /RLE (counts|size)/.test(e.message),
+      );
+    assert.deepEqual(Array.from(decodeRle({ size: [2, 2], counts: [1, 2, 1] }).data), [0, 1, 1, 0]);
   });
 });

@@ -93,8 +93,14 @@ export function encodeRle(m: BinaryMask | { width: number; height: number; mask:
 
 /** Decodes a COCO RLE (compressed string or uncompressed count list) back to a mask. */
 export function decodeRle(rle: { size: [number, number]; counts: string | readonly number[] }): BinaryMask {
+  const size = (rle as { size?: unknown }).size;
+  if (!Array.isArray(size) || size.length !== 2 || !size.every((d) => Number.isSafeInteger(d) && d >= 0))
+    throw new LisaError(`RLE size must be [height, width], got ${JSON.stringify(size)?.slice(0, 60)}`);
   const [h, w] = rle.size;
-  const counts = typeof rle.counts === 'string' ? stringToCounts(rle.counts) : rle.counts;
+  const raw: unknown = rle.counts;
+  if (typeof raw !== 'string' && !(Array.isArray(raw) && raw.every((c) => Number.isSafeInteger(c) && c >= 0)))
+    throw new LisaError('RLE counts must be a string or an array of non-negative integers');
+  const counts = typeof raw === 'string' ? stringToCounts(raw) : (raw as readonly number[]);
   const data = new Uint8Array(h * w);
   let i = 0,
     v = 0;
