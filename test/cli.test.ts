@@ -643,6 +643,25 @@ describe('a trustworthy cache', () => {
     const flips = officialMaskFlips(mask, official);
     assert.equal(flips, 0, 'the mask is the official one: no corrupted weight was used');
   });
+  it('a read-only --cache-dir or --out is one clear line before any work, even as root (a read-only mount)', () => {
+    using d = tempDir();
+    const mnt = join(d.path, 'ro');
+    spawnSync('mkdir', ['-p', mnt]);
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', mnt]);
+    assert.equal(mounted.status, 0, `mount a read-only tmpfs (needs root, as CI has): ${mounted.stderr}`);
+    try {
+      const image = join(FIXTURES, 'lisa-tiny', 'golden', 'inputs', 'truck.jpg');
+      const base = ['segment', '--model', m, '--vision-tower', join(m, 'clip-vit-tiny-patch14'), '--image', image, '--query', 'q'];
+      const cache = lisa(...base, '--cache-dir', join(mnt, 'cache'));
+      assert.equal(cache.code, 1);
+      assert.equal(cache.stderr, `lisa: --cache-dir ${join(mnt, 'cache')}: cannot write in ${mnt} (EROFS)\n`);
+      const out = lisa(...base, '--cache-dir', join(d.path, 'cache'), '--out', join(mnt, 'out'));
+      assert.equal(out.code, 1);
+      assert.equal(out.stderr, `lisa: --out ${join(mnt, 'out')}: cannot write in ${mnt} (EROFS)\n`);
+    } finally {
+      spawnSync('umount', [mnt]);
+    }
+  });
   it('a full disk during lisa convert is one clear line and leaves nothing a later run would trust (tmpfs)', () => {
     using d = tempDir();
     const mnt = join(d.path, 'small');
