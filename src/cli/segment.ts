@@ -4,7 +4,7 @@ import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import { LisaError } from '../errors.js';
 import { decodeImage, type RgbImage } from '../image/decode.js';
-import type { SegmentOptions, SegmentResult } from '../inference/chat.js';
+import { checkPrompts, type SegmentOptions, type SegmentResult } from '../inference/chat.js';
 import { Lisa } from '../inference/lisa.js';
 import { checkOutputDir } from '../io/file.js';
 import type { BoxPrompt, PointPrompt } from '../models/sam/prompt-encoder.js';
@@ -51,7 +51,7 @@ export function registerSegment(program: Command): void {
       const imagePath = paths[0]!;
       const image = await decodeImage(imagePath);
       // SAM prompts must lie on the image: checked before anything is encoded.
-      checkPrompts(o, image.width, image.height);
+      checkCliPrompts(o, image.width, image.height);
       // One image per run: the vision sessions are closed once it is encoded, before the LLM opens.
       const lisa = Lisa.load(o.model, { ...loadOptions(o), keepVisionSessions: false });
       try {
@@ -137,12 +137,8 @@ function expandImages(args: readonly string[]): string[] {
   return out;
 }
 
-function checkPrompts(o: SegmentCliOptions, w: number, h: number): void {
-  for (const p of o.point ?? [])
-    if (!(p.x >= 0 && p.x < w && p.y >= 0 && p.y < h)) throw new LisaError(`--point ${p.x},${p.y} is outside the ${w}x${h} image`);
-  const b = o.box;
-  if (b && !(b.x1 >= 0 && b.y1 >= 0 && b.x2 <= w && b.y2 <= h))
-    throw new LisaError(`--box ${b.x1},${b.y1},${b.x2},${b.y2} is outside the ${w}x${h} image`);
+function checkCliPrompts(o: SegmentCliOptions, w: number, h: number): void {
+  checkPrompts(o.point ?? [], o.box, w, h, { point: '--point', box: '--box' });
 }
 
 /**
@@ -168,7 +164,7 @@ async function segmentBatch(o: SegmentCliOptions, paths: readonly string[], ques
     for (const path of paths) {
       try {
         const image = await decodeImage(path);
-        checkPrompts(o, image.width, image.height);
+        checkCliPrompts(o, image.width, image.height);
         const r = await lisa.segment(image, question, {
           ...segmentOptions(o),
         });

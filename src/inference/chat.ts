@@ -83,6 +83,25 @@ export interface ImageStore {
   set(key: string, image: EncodedImage): void;
 }
 
+/**
+ * SAM prompts must lie on the image (original pixels); `names` are what the caller calls them in messages (the CLI's
+ * flags), so a command can check before minutes of encoding and the library says the same.
+ */
+export function checkPrompts(
+  points: readonly PointPrompt[],
+  box: BoxPrompt | undefined,
+  w: number,
+  h: number,
+  names = { point: 'point', box: 'box' },
+): void {
+  for (const p of points)
+    if (!(p.x >= 0 && p.x < w && p.y >= 0 && p.y < h)) throw new LisaError(`${names.point} ${p.x},${p.y} is outside the ${w}x${h} image`);
+  const b = box;
+  if (b && !(b.x1 < b.x2 && b.y1 < b.y2)) throw new LisaError(`${names.box} ${b.x1},${b.y1},${b.x2},${b.y2} must have x1 < x2 and y1 < y2`);
+  if (b && !(b.x1 >= 0 && b.y1 >= 0 && b.x2 <= w && b.y2 <= h))
+    throw new LisaError(`${names.box} ${b.x1},${b.y1},${b.x2},${b.y2} is outside the ${w}x${h} image`);
+}
+
 /** The library's default: images (with their KV prefixes) up to 2 GiB, least recently used evicted first. */
 export const DEFAULT_IMAGE_CACHE_BYTES = 2 * 1024 ** 3;
 
@@ -306,14 +325,9 @@ export class ChatSession {
     const [nh, nw] = samResizeShape(oh, ow, this.model.samConfig.imgSize);
     const sx = nw / ow,
       sy = nh / oh;
-    const points = (opts.points ?? []).map((p) => {
-      if (!(p.x >= 0 && p.x < ow && p.y >= 0 && p.y < oh)) throw new LisaError(`point (${p.x}, ${p.y}) is outside the ${ow}x${oh} image`);
-      return { x: p.x * sx, y: p.y * sy, label: p.label };
-    });
+    checkPrompts(opts.points ?? [], opts.box, ow, oh);
+    const points = (opts.points ?? []).map((p) => ({ x: p.x * sx, y: p.y * sy, label: p.label }));
     const b = opts.box;
-    if (b && !(b.x1 < b.x2 && b.y1 < b.y2)) throw new LisaError(`box (${b.x1}, ${b.y1}, ${b.x2}, ${b.y2}) must have x1 < x2 and y1 < y2`);
-    if (b && !(b.x1 >= 0 && b.y1 >= 0 && b.x2 <= ow && b.y2 <= oh))
-      throw new LisaError(`box (${b.x1}, ${b.y1}, ${b.x2}, ${b.y2}) is outside the ${ow}x${oh} image`);
     if (points.length === 0 && !b) return { tokens: 0, data: new Float32Array(0) };
     return this.model.sam.promptEncoder.embedPrompts(points, b ? { x1: b.x1 * sx, y1: b.y1 * sy, x2: b.x2 * sx, y2: b.y2 * sy } : null);
   }
