@@ -31,6 +31,7 @@ import { writeRandomLlamaGguf } from './gguf.js';
 import { LLAMA_CPP_DIR } from './llama-cpp-baseline.js';
 import type { Row } from './row.js';
 import { trainBenchTiny, trainBench7b } from './train-bench.js';
+import { defaultModelBench } from './default-model-bench.js';
 
 interface LlamaCppResult {
   load_s: number;
@@ -60,6 +61,7 @@ const E2E_QUESTION = 'What is the object that can carry cargo in this image? Ple
 
 /** What the child for one component measures; returns its rows. */
 const components: Record<string, () => Promise<Row[]>> = {
+  'default-model': () => defaultModelBench({ threads, ...(get('--default-model') ? { modelDir: get('--default-model')! } : {}) }),
   async bandwidth() {
     const engine = new Engine({ threads });
     const n = 32 * 1024 * 1024;
@@ -317,7 +319,7 @@ async function main(): Promise<void> {
   }
   const only = get('--only')?.split(',');
   // train-tiny runs on the fixtures alone; everything else needs the generated full-size checkpoint.
-  const fullSize = !only || only.some((n) => n !== 'train-tiny');
+  const fullSize = !only || only.some((n) => n !== 'train-tiny' && n !== 'default-model');
   if (fullSize && !dir) {
     process.stderr.write(
       'bench: give --dir DIR (or LISA_BENCH_DIR): the folder of the generated full-size checkpoint (node ' +
@@ -330,7 +332,17 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const sz = fullSize ? size() : '7b';
-  const names = ['bandwidth', 'sam-encoder', 'sam-encoder-int8', 'clip', `llm-${sz}`, `e2e-${sz}`, 'train-tiny', 'train-7b'];
+  const names = [
+    'bandwidth',
+    'sam-encoder',
+    'sam-encoder-int8',
+    'clip',
+    `llm-${sz}`,
+    `e2e-${sz}`,
+    'train-tiny',
+    'train-7b',
+    'default-model',
+  ];
   for (const n of only ?? [])
     if (!names.includes(n)) {
       process.stderr.write(`bench: unknown component '${n}' (expected one of ${names.join(', ')})\n`);

@@ -97,7 +97,7 @@ describe('lisa train-step', () => {
 });
 
 describe('usage errors exit 2 with one line; --version', () => {
-  it('bad option values, a thread count above the cores, eval without --model', () => {
+  it('bad option values, a thread count above the cores, eval with --queue and --predictions', () => {
     const model = join(FIXTURES, 'lisa-tiny', 'checkpoint');
     const cases: [string[], RegExp][] = [
       [
@@ -108,7 +108,7 @@ describe('usage errors exit 2 with one line; --version', () => {
       [['segment', '--model', model, '--image', 'x.png', '--query', 'q', '--threads', '1000'], /--threads must be at most \d+, got "1000"/],
       [['eval', '--model', model, '--data', '.', '--dataset', 'foo'], /--dataset.*foo.*Allowed choices are reasonseg/],
       [['eval', '--model', model, '--data', '.', '--dataset', 'reasonseg', '--protocol', 'fast'], /--protocol.*fast/],
-      [['eval', '--data', '.', '--dataset', 'reasonseg'], /--model is required/],
+      [['eval', '--data', '.', '--dataset', 'reasonseg', '--queue', 'redis://127.0.0.1:1', '--predictions', '.'], /--queue and --predictions/],
     ];
     for (const [args, re] of cases) {
       const r = lisa(...args);

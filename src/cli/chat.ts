@@ -6,6 +6,7 @@ import type { SegmentResult } from '../inference/chat.js';
 import { Lisa } from '../inference/lisa.js';
 import { checkCacheDir, endProgress, loadOptions, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 import { checkOutputDir } from '../io/file.js';
+import { defaultModelDir } from '../models/default-model.js';
 import { resultJson, resultName, writeResult } from './output.js';
 
 interface ChatCliOptions extends ModelCliOptions {
@@ -16,11 +17,12 @@ interface ChatCliOptions extends ModelCliOptions {
 const HELP = "commands: /image FILE (switch image, clears history), /reset, /save DIR (last answer's masks), /quit";
 
 export function registerChat(program: Command): void {
-  modelOptions(program.command('chat'))
+  modelOptions(program.command('chat'), { modelRequired: false })
     .description(`interactive conversation about an image; keeps the history and streams answers. ${HELP}`)
     .option('--image <file>', 'the image to talk about (or /image FILE later)')
     .option('--max-new-tokens <n>', 'per answer (default 512)', parseIntArg('--max-new-tokens', 1))
     .action(async (o: ChatCliOptions) => {
+      o.model ??= defaultModelDir();
       checkCacheDir(o);
       const lisa = Lisa.load(o.model, loadOptions(o));
       const chat = lisa.chat();
@@ -117,7 +119,11 @@ export function registerChat(program: Command): void {
                 answering = null;
               }
               out(r.stopped === 'cancelled' ? ' (stopped)\n' : '\n');
-              r.masks.forEach((m, i) => out(`[mask ${i}: area ${m.area} px, bbox [${m.bbox.join(', ')}], score ${m.score.toFixed(3)}]\n`));
+              r.masks.forEach((m, i) =>
+                out(
+                  `[mask ${i}${m.label ? ` (${m.label})` : ''}: area ${m.area} px, bbox [${m.bbox.join(', ')}], score ${m.score.toFixed(3)}]\n`,
+                ),
+              );
               last = { question: line, result: r };
             }
           } catch (e) {

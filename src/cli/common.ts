@@ -3,10 +3,12 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { LisaError } from '../errors.js';
 import { defaultCacheDir } from '../graph/session.js';
 import { checkOutputDir } from '../io/file.js';
+import { DEFAULT_MODEL_NAME, defaultModelDir } from '../models/default-model.js';
 import { LisaModel, type LisaLoadOptions } from '../models/lisa.js';
 
 export interface ModelCliOptions {
-  model: string;
+  /** Absent: the default model that ships with the package (where the command allows it). */
+  model?: string;
   visionTower?: string;
   threads?: number;
   cacheDir?: string;
@@ -33,7 +35,11 @@ export const parseThreads = parseIntArg('--threads', 1, availableParallelism());
  * every command that runs a model (eval and convert used to re-declare them and lacked some).
  */
 export function modelOptions(cmd: Command, opts: { modelRequired?: boolean; modelHelp?: string } = {}): Command {
-  const help = opts.modelHelp ?? 'LISA checkpoint folder (released layout: config.json, weights, tokenizer)';
+  const help =
+    opts.modelHelp ??
+    (opts.modelRequired === false
+      ? `LISA checkpoint folder (released layout: config.json, weights, tokenizer); default: the shipped ${DEFAULT_MODEL_NAME} (MODEL.md)`
+      : 'LISA checkpoint folder (released layout: config.json, weights, tokenizer)');
   return (opts.modelRequired === false ? cmd.option('--model <dir>', help) : cmd.requiredOption('--model <dir>', help))
     .option(
       '--vision-tower <dir>',
@@ -88,7 +94,7 @@ export function checkCacheDir(o: Pick<ModelCliOptions, 'cacheDir'>): void {
 
 export function loadModel(o: ModelCliOptions): LisaModel {
   checkCacheDir(o);
-  return LisaModel.load(o.model, loadOptions(o));
+  return LisaModel.load(o.model ?? defaultModelDir(), loadOptions(o));
 }
 
 /**

@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { LisaModel, type Precision } from '../models/lisa.js';
+import { defaultModelDir } from '../models/default-model.js';
 import { checkCacheDir, loadOptions, modelOptions, type ModelCliOptions } from './common.js';
 
 export function registerConvert(program: Command): void {
-  modelOptions(program.command('convert'))
+  modelOptions(program.command('convert'), { modelRequired: false })
     .description('build every graph and convert every weight (bf16 → fp32, int4/int8 quantisation) into the cache ahead of time')
     .action((o: ModelCliOptions & { precision: Precision }) => {
       const bar = process.stderr.isTTY
@@ -15,7 +16,7 @@ export function registerConvert(program: Command): void {
         : null;
       let current = '';
       checkCacheDir(o);
-      const model = LisaModel.load(o.model, {
+      const model = LisaModel.load(o.model ?? defaultModelDir(), {
         ...loadOptions(o),
         onWrite: (graph, done, total) => {
           if (bar) {

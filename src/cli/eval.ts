@@ -9,6 +9,7 @@ import { buildSanitySet } from '../eval/sanity-set.js';
 import { pct } from '../eval/metrics.js';
 import { checkOutputDir } from '../io/file.js';
 import { queuePredictor } from '../scale/eval-predictor.js';
+import { defaultModelDir } from '../models/default-model.js';
 import { loadModel, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 
 interface EvalCliOptions extends Partial<ModelCliOptions> {
@@ -26,7 +27,10 @@ interface EvalCliOptions extends Partial<ModelCliOptions> {
 }
 
 export function registerEval(program: Command): void {
-  modelOptions(program.command('eval'), { modelRequired: false, modelHelp: 'LISA checkpoint folder (not needed with --predictions)' })
+  modelOptions(program.command('eval'), {
+    modelRequired: false,
+    modelHelp: 'LISA checkpoint folder (default: the shipped lisa-coco80; not needed with --predictions)',
+  })
     .description('evaluate on ReasonSeg / refCOCO(+/g) / gRefCOCO with the official metrics (gIoU, cIoU); resumable')
     .requiredOption('--data <dir>', 'dataset root (ReasonSeg: folder with <split>/; refer: folder with <dataset>/ and images/)')
     .addOption(new Option('--dataset <name>', 'the benchmark').choices([...DATASETS]).makeOptionMandatory())
@@ -52,8 +56,7 @@ export function registerEval(program: Command): void {
       const protocol: Protocol = o.predictions ? 'predictions' : (o.protocol as Protocol);
       if (o.queue && o.predictions) throw new LisaError('--queue and --predictions: scoring existing masks needs no workers', 2);
       if (o.queue && o.model) throw new LisaError('--model and --queue: give one (with --queue, the workers load the model)', 2);
-      if (!o.predictions && !o.model && !o.queue)
-        throw new LisaError('--model is required (or --queue URL to use workers, or --predictions DIR to score existing masks)', 2);
+      if (!o.predictions && !o.queue) o.model ??= defaultModelDir();
       checkOutputDir(o.out, '--out');
       if (o.saveMasks) checkOutputDir(o.saveMasks, '--save-masks');
       if (o.predictions && !existsSync(o.predictions)) throw new LisaError(`--predictions ${o.predictions}: no such folder`);

@@ -46,6 +46,7 @@ export function resultJson(
       bbox: m.bbox,
       area: m.area,
       score: m.score,
+      ...(m.label ? { label: m.label } : {}),
     })),
     timings: r.timings,
     model: meta.model,

@@ -10,6 +10,7 @@ import { checkOutputDir } from '../io/file.js';
 import type { BoxPrompt, PointPrompt } from '../models/sam/prompt-encoder.js';
 import { checkCacheDir, clearProgress, endProgress, loadOptions, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 import { resultJson, resultName, writeResult } from './output.js';
+import { defaultModelDir } from '../models/default-model.js';
 import { parseBox, parsePoint } from './prompts.js';
 
 interface SegmentCliOptions extends ModelCliOptions {
@@ -24,7 +25,7 @@ interface SegmentCliOptions extends ModelCliOptions {
 }
 
 export function registerSegment(program: Command): void {
-  modelOptions(program.command('segment'))
+  modelOptions(program.command('segment'), { modelRequired: false })
     .description('answer a question about an image and write one mask per [SEG] (PNG), an overlay and a JSON summary')
     .requiredOption(
       '--image <file...>',
@@ -38,6 +39,7 @@ export function registerSegment(program: Command): void {
     .option('--point <x,y[,label]>', 'SAM point prompt in image pixels (label 1 foreground, 0 background); repeatable', parsePoint)
     .option('--box <x1,y1,x2,y2>', 'SAM box prompt in image pixels', parseBox)
     .action(async (o: SegmentCliOptions) => {
+      o.model ??= defaultModelDir();
       const question = o.query ?? '';
       if (!question.trim() && !o.point && !o.box) throw new LisaError('--query must not be empty (or give --point/--box for SAM prompts)');
       if (o.answer !== undefined && !question.trim()) throw new LisaError('--answer needs --query');
@@ -79,7 +81,9 @@ export function registerSegment(program: Command): void {
         process.stdout.write('\n');
         if (r.noTarget && question.trim()) process.stdout.write('(no [SEG] in the answer: nothing segmented)\n');
         r.masks.forEach((m, i) =>
-          process.stdout.write(`mask ${i}: area ${m.area} px, bbox [${m.bbox.join(', ')}], score ${m.score.toFixed(3)}\n`),
+          process.stdout.write(
+            `mask ${i}${m.label ? ` (${m.label})` : ''}: area ${m.area} px, bbox [${m.bbox.join(', ')}], score ${m.score.toFixed(3)}\n`,
+          ),
         );
         for (const p of written) process.stdout.write(`wrote ${p}\n`);
         process.stdout.write(
@@ -110,7 +114,7 @@ function jsonFor(
   question: string,
   name: string,
 ): Record<string, unknown> {
-  return resultJson(r, { image, width: rgb.width, height: rgb.height, question, model: o.model, name, written: Boolean(o.out) });
+  return resultJson(r, { image, width: rgb.width, height: rgb.height, question, model: o.model!, name, written: Boolean(o.out) });
 }
 
 /** The --image arguments: files as given, a folder as its JPEG/PNG/WebP files in name order. */
@@ -146,7 +150,7 @@ function checkCliPrompts(o: SegmentCliOptions, w: number, h: number): void {
  * result files (names made unique when two images share a stem), a failing image is reported and the rest go on.
  */
 async function segmentBatch(o: SegmentCliOptions, paths: readonly string[], question: string): Promise<void> {
-  const lisa = Lisa.load(o.model, loadOptions(o));
+  const lisa = Lisa.load(o.model ?? defaultModelDir(), loadOptions(o));
   const bar =
     process.stderr.isTTY && !o.json
       ? new cliProgress.SingleBar(

@@ -5,6 +5,7 @@ import type { Backend } from '../serve/backend.js';
 import { LisaService } from '../serve/service.js';
 import { QueueBackend } from '../scale/queue-backend.js';
 import { checkCacheDir, loadOptions, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
+import { defaultModelDir } from '../models/default-model.js';
 import { packageVersion } from './main.js';
 
 interface ServeCliOptions extends Partial<ModelCliOptions> {
@@ -26,7 +27,7 @@ const MB = 1024 * 1024;
 export function registerServe(program: Command): void {
   modelOptions(program.command('serve'), {
     modelRequired: false,
-    modelHelp: 'LISA checkpoint folder (not with --queue: the workers hold it)',
+    modelHelp: 'LISA checkpoint folder (default: the shipped lisa-coco80; not with --queue: the workers hold it)',
   })
     .description('HTTP API (own JSON and OpenAI-compatible chat) and a web page at /, for one model')
     .option('--queue <url>', 'a stateless front end: requests become jobs for `lisa worker`s on this Redis (redis://HOST:PORT)')
@@ -51,14 +52,18 @@ export function registerServe(program: Command): void {
       4096,
     )
     .action(async (o: ServeCliOptions) => {
-      if (!o.queue && !o.model) throw new LisaError('--model is required (or --queue redis://HOST:PORT to serve through workers)', 2);
       if (o.queue && o.model) throw new LisaError('--model and --queue: give one (with --queue, the workers load the model)', 2);
+      if (!o.queue) o.model ??= defaultModelDir();
       let service: Backend;
       if (o.queue) service = new QueueBackend(o.queue, { maxInflight: o.maxQueue + 1, maxPixels: o.maxPixels });
       else {
         checkCacheDir(o);
         const m = o as ModelCliOptions;
-        service = LisaService.load(m.model, loadOptions(m), { cacheBytes: o.cacheMb * MB, maxQueue: o.maxQueue, maxPixels: o.maxPixels });
+        service = LisaService.load(m.model ?? defaultModelDir(), loadOptions(m), {
+          cacheBytes: o.cacheMb * MB,
+          maxQueue: o.maxQueue,
+          maxPixels: o.maxPixels,
+        });
       }
       const apiKey = o.apiKey ?? process.env.LISA_API_KEY;
       const maxImageBytes = o.maxUploadMb * MB;

@@ -5,6 +5,7 @@ import { LisaError } from '../errors.js';
 import { loadDataset } from '../eval/datasets.js';
 import { checkExample } from '../train/data/examples.js';
 import { CocoPartSource, LabelMapSource, ReferSegSource, VqaSource } from '../train/data/datasets.js';
+import { CocoSegSource } from '../train/data/coco-seg.js';
 import { JsonlSource, ReasonSegSource, type TrainExample, type TrainSource } from '../train/data/sources.js';
 import { LISA_TRAIN_SPEC, type TrainSpec } from '../train/params.js';
 import { train, visionTowerDir, type TrainOptions } from '../train/trainer.js';
@@ -36,6 +37,11 @@ interface TrainCliOptions extends ModelCliOptions {
   reinit?: string;
   noLora?: boolean;
   checkData?: boolean;
+  ceLossWeight?: string;
+  bceLossWeight?: string;
+  diceLossWeight?: string;
+  classLossWeight?: string;
+  bucket?: number;
 }
 
 /** The keys a --config JSON file may set (the flags' long names in camelCase); flags win over the file. */
@@ -62,6 +68,11 @@ const CONFIG_KEYS = [
   'trainable',
   'reinit',
   'noLora',
+  'ceLossWeight',
+  'bceLossWeight',
+  'diceLossWeight',
+  'classLossWeight',
+  'bucket',
 ];
 
 function readConfig(path: string): Partial<TrainCliOptions> {
@@ -100,6 +111,7 @@ const KINDS = [
   'refcocog',
   'refclef',
   'vqa',
+  'coco_seg',
 ] as const;
 
 /** `PATH` (a .jsonl file or a ReasonSeg-layout folder) or `KIND:DATASET_DIR` for LISA's other datasets. */
@@ -122,6 +134,8 @@ function sourceFor(spec: string, split: string, explanatory: number): TrainSourc
       return new CocoPartSource(path, kind as 'paco_lvis');
     case 'vqa':
       return new VqaSource(path);
+    case 'coco_seg':
+      return new CocoSegSource(path);
     default:
       return new ReferSegSource(path, kind!);
   }
@@ -170,6 +184,15 @@ export function registerTrain(program: Command): void {
       'comma-separated name parts of trained tensors to start from random init (training from scratch, e.g. text_hidden_fcs,mask_decoder)',
     )
     .option('--no-lora', 'no LoRA: only the --trainable tensors (full fine-tuning of a small model: --trainable model.,lm_head)')
+    .option('--ce-loss-weight <x>', 'weight of the text loss (default 1.0, as train_ds.py)')
+    .option('--bce-loss-weight <x>', 'weight of the mask BCE loss (default 2.0); 0 with --dice-loss-weight 0 leaves SAM out of the step')
+    .option('--dice-loss-weight <x>', 'weight of the mask Dice loss (default 0.5)')
+    .option('--class-loss-weight <x>', 'weight of the [SEG] class loss of a detector-tower model (default 1.0; LISA has none)')
+    .option(
+      '--bucket <n>',
+      'pad each batch to multiples of n positions so few step graphs are compiled (default 1: exact)',
+      parseIntArg('--bucket', 1),
+    )
     .option('--check-data', 'list every bad sample (missing image, empty mask, polygon outside the image, [SEG]/mask count) and exit')
     .action(async (flags: TrainCliOptions & { lora?: boolean }) => {
       const o: TrainCliOptions = {
@@ -264,6 +287,13 @@ export function registerTrain(program: Command): void {
           saveEvery: o.saveEvery ?? 50,
           stepsPerEpoch: o.stepsPerEpoch ?? 500,
           spec,
+          lossWeights: {
+            ce: num('--ce-loss-weight', o.ceLossWeight, 1.0),
+            bce: num('--bce-loss-weight', o.bceLossWeight, 2.0),
+            dice: num('--dice-loss-weight', o.diceLossWeight, 0.5),
+            cls: num('--class-loss-weight', o.classLossWeight, 1.0),
+          },
+          bucket: o.bucket ?? 1,
           ...(o.reinit
             ? {
                 reinit: String(o.reinit)

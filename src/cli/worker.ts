@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { runWorker } from '../scale/worker.js';
+import { defaultModelDir } from '../models/default-model.js';
 import { checkCacheDir, loadOptions, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 
 interface WorkerCliOptions extends ModelCliOptions {
@@ -11,7 +12,7 @@ interface WorkerCliOptions extends ModelCliOptions {
 }
 
 export function registerWorker(program: Command): void {
-  modelOptions(program.command('worker'))
+  modelOptions(program.command('worker'), { modelRequired: false })
     .description('take segment, chat and evaluation jobs from a Redis queue (BullMQ) and run them with one loaded model')
     .requiredOption('--queue <url>', 'Redis, as redis://HOST:PORT (the same for every front end and worker)')
     .option(
@@ -34,7 +35,7 @@ export function registerWorker(program: Command): void {
       delete load.onProgress; // the model processes share this terminal; the log says when they are ready
       const w = await runWorker({
         queue: o.queue,
-        model: o.model,
+        model: o.model ?? defaultModelDir(),
         load,
         concurrency: o.concurrency,
         cacheBytes: o.cacheMb * 1024 * 1024,

@@ -11,11 +11,11 @@ import { decodeImage } from '../image/decode.js';
  * template ("What is {class} in this image?", is_sentence false).
  */
 
-const VOC_CLASSES = ['background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor'];
+export const VOC_CLASSES = ['background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor'];
 const READABLE: Record<string, string> = { diningtable: 'dining table', pottedplant: 'potted plant', tvmonitor: 'tv monitor', aeroplane: 'aeroplane' };
 
 /** The standard VOC colormap (bit interleaving of the class index). */
-function vocColor(i: number): [number, number, number] {
+export function vocColor(i: number): [number, number, number] {
   let r = 0, g = 0, b = 0, c = i;
   for (let j = 0; j < 8; j++) {
     r |= ((c >> 0) & 1) << (7 - j); g |= ((c >> 1) & 1) << (7 - j); b |= ((c >> 2) & 1) << (7 - j);

@@ -316,7 +316,10 @@ export class ChatSession {
   private async masksFor(segHidden: Float32Array, segIndexes: number[], opts: SegmentOptions): Promise<SegMask[]> {
     if (segIndexes.length === 0) return [];
     const seg = await segmentFromHidden(this.model, this.image!.encoding, segHidden, segIndexes.length, this.visualTokens(opts));
-    return toSegMasks(seg.predMasks, seg.iouPredictions, segIndexes);
+    const masks = toSegMasks(seg.predMasks, seg.iouPredictions, segIndexes);
+    const names = this.model.config.towers?.vision.classes;
+    if (names && seg.segClasses) masks.forEach((m, i) => (m.label = names[seg.segClasses![i]!]));
+    return masks;
   }
 
   private visualTokens(opts: SegmentOptions): VisualTokens {

@@ -47,6 +47,10 @@ export async function dumpIntermediates(
   outDir: string,
   opts: DumpOptions,
 ): Promise<Record<string, unknown>> {
+  const clip = model.clipConfig,
+    clipPre = model.clipPreprocess;
+  if (!clip || !clipPre)
+    throw new LisaError(`${model.dir}: lisa dump writes the official code's CLIP intermediates; this model has no CLIP tower`);
   const tmp = `${outDir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
@@ -62,20 +66,15 @@ export async function dumpIntermediates(
   const [oh, ow] = [image.height, image.width];
   try {
     const enc = await model.encodeImage(image, { clipHiddenStates: true });
-    const crop = model.clipPreprocess.cropSize,
+    const crop = clipPre.cropSize,
       s = model.samConfig.imgSize,
       rows = imageRows(model);
     put('image_rgb', 'uint8', [oh, ow, 3], image.data);
     put('clip_pixel_values', 'float32', [1, 3, crop, crop], enc.clipPixels);
     put('sam_resized_rgb', 'uint8', [enc.resize[0], enc.resize[1], 3], enc.samResized.data);
     put('sam_pixel_values', 'float32', [1, 3, s, s], samNormalizePad(enc.samResized, s));
-    put(
-      'clip_hidden_states_all',
-      'float32',
-      [model.clipConfig.numLayers + 1, rows + 1, model.clipConfig.hiddenSize],
-      enc.clipHiddenStates!,
-    );
-    put('clip_image_features', 'float32', [1, rows, model.clipConfig.hiddenSize], enc.clipFeatures);
+    put('clip_hidden_states_all', 'float32', [clip.numLayers + 1, rows + 1, clip.hiddenSize], enc.clipHiddenStates!);
+    put('clip_image_features', 'float32', [1, rows, clip.hiddenSize], enc.clipFeatures);
     put('mm_projector_out', 'float32', [1, rows, H], enc.projected);
     put('sam_image_embeddings', 'float32', [...enc.samEmbeddings.shape], enc.samEmbeddings.data);
 

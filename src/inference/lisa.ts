@@ -1,3 +1,4 @@
+import { defaultModelDir } from '../models/default-model.js';
 import { LisaModel, type LisaLoadOptions } from '../models/lisa.js';
 import { ChatSession, ImageCache, type ImageInput, type ImageStore, type SegmentOptions, type SegmentResult } from './chat.js';
 
@@ -20,10 +21,13 @@ export class Lisa {
     this.images = new ImageCache(model, store);
   }
 
-  /** `imageStore`: where encoded images live (default: an LRU of 2 GiB). */
-  static load(dir: string, opts: LisaLoadOptions & { imageStore?: ImageStore } = {}): Lisa {
+  /**
+   * `dir`: a checkpoint folder; omitted, the default model that ships with the package (MODEL.md: 80 COCO
+   * classes, not LISA-7B). `imageStore`: where encoded images live (default: an LRU of 2 GiB).
+   */
+  static load(dir?: string, opts: LisaLoadOptions & { imageStore?: ImageStore } = {}): Lisa {
     const { imageStore, ...modelOpts } = opts;
-    return new Lisa(LisaModel.load(dir, modelOpts), imageStore);
+    return new Lisa(LisaModel.load(dir ?? defaultModelDir(), modelOpts), imageStore);
   }
 
   /**

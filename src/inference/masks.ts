@@ -14,6 +14,8 @@ export interface SegMask {
   area: number;
   /** The mask decoder's IoU prediction for this mask. */
   score: number;
+  /** With a detector tower (the default model): the class its [SEG] asked for, e.g. "sink". */
+  label?: string;
 }
 
 /** Thresholds [N, H, W] logits at 0 (the official rule) and encodes each mask. */
@@ -25,7 +27,16 @@ export function toSegMasks(logits: HostTensor, scores: ArrayLike<number>, segInd
     const mask = new Uint8Array(h * w);
     for (let p = 0; p < h * w; p++) mask[p] = data[i * h * w + p]! > 0 ? 1 : 0;
     const m: BinaryMask = { width: w, height: h, data: mask };
-    out.push({ segIndex: segIndexes[i]!, width: w, height: h, mask, rle: encodeRle(m), bbox: maskBbox(m), area: maskArea(m), score: scores[i]! });
+    out.push({
+      segIndex: segIndexes[i]!,
+      width: w,
+      height: h,
+      mask,
+      rle: encodeRle(m),
+      bbox: maskBbox(m),
+      area: maskArea(m),
+      score: scores[i]!,
+    });
   }
   return out;
 }

@@ -2,6 +2,8 @@ import { LisaError } from '../errors.js';
 import { f32, type HostTensor } from '../graph/tensor.js';
 import type { ImageEncoding, LisaModel } from '../models/lisa.js';
 import { selectMaskToken } from '../models/sam/mask-head.js';
+import { segClassProbs, selectSegPrompts } from '../models/seg-prompts.js';
+import type { SegPromptConfig } from '../models/config.js';
 import { chatPrompt, imageQuestion, llavaV1Prompt, wrapImageTokens } from '../text/conversation.js';
 import { collateConversation } from './collate.js';
 import { generate, type GenerateOptions, type Generation } from './generate.js';
@@ -11,8 +13,7 @@ import { IGNORE_INDEX, segHiddenPositions, spliceImage, spliceLabels } from './m
 
 /** Number of LLM rows one image becomes (CLIP patches, CLS dropped): 256 for ViT-L/14 at 224. */
 export function imageRows(model: LisaModel): number {
-  const c = model.clipConfig;
-  return (model.clipPreprocess.cropSize / c.patchSize) ** 2;
+  return model.imageRows;
 }
 
 export interface PromptInput {
@@ -54,6 +55,8 @@ export interface SegOutputs {
   lowResMasks: HostTensor; // [n, 1, 256, 256] (mask token 0)
   iouPredictions: Float32Array; // [n] (IoU head for mask 0)
   predMasks: HostTensor; // [n, H, W] logits at the original size
+  /** With a detector tower (the default model): each [SEG]'s most likely class, an index into its class list. */
+  segClasses?: number[];
 }
 
 /** SAM's own prompts (points, a box) already embedded as sparse tokens, joined to every [SEG] token. */
@@ -89,6 +92,7 @@ export async function segmentFromHidden(
       predMasks: f32([0, h, w], new Float32Array(0)),
     };
   }
+  if (model.config.towers && enc.detector && n > 0 && visual.tokens === 0) return segmentWithDetector(model, enc, segHidden, n, multimask);
   const e = model.sam.promptEncoder.embedDim;
   const predEmbeddings = n > 0 ? await model.textHiddenFcs(segHidden, n) : new Float32Array(0);
   const t = visual.tokens + (n > 0 ? 1 : 0);
@@ -106,6 +110,79 @@ export async function segmentFromHidden(
     lowResMasks: lowRes,
     iouPredictions: scores,
     predMasks: f32([prompts, h, w], post.data as Float32Array),
+  };
+}
+
+/**
+ * The default model's [SEG] → masks (models/seg-prompts.ts): text_hidden_fcs → the [SEG]'s class distribution →
+ * the detector's boxes it selects → SAM box prompts → one mask per [SEG], the union (max of logits) of its boxes'.
+ */
+async function segmentWithDetector(
+  model: LisaModel,
+  enc: ImageEncoding,
+  segHidden: Float32Array,
+  n: number,
+  multimask: boolean,
+): Promise<SegOutputs> {
+  const d = model.config.outDim;
+  const predEmbeddings = await model.textHiddenFcs(segHidden, n);
+  const head = model.segClassHead();
+  const probs = Array.from({ length: n }, (_, i) => segClassProbs(head.weight, head.bias, predEmbeddings.subarray(i * d, (i + 1) * d)));
+  const out = await masksForClasses(model, enc, probs, model.config.towers!.segPrompts, multimask);
+  return { ...out, segHidden, predEmbeddings };
+}
+
+/**
+ * SAM masks for class distributions over a detector tower's classes (one mask per distribution: the union of the
+ * boxes it selects). The default model's [SEG] path, and with a one-hot class and the plain threshold the
+ * no-learning baseline ("class name → detector boxes → SAM").
+ */
+export async function masksForClasses(
+  model: LisaModel,
+  enc: ImageEncoding,
+  probs: readonly Float32Array[],
+  cfg: SegPromptConfig,
+  multimask = false,
+  fallback = true,
+): Promise<Omit<SegOutputs, 'segHidden' | 'predEmbeddings'>> {
+  const n = probs.length;
+  const [h, w] = enc.originalSize;
+  const [rh, rw] = enc.resize;
+  const sx = rw / w,
+    sy = rh / h;
+  const low = 256 * 256;
+  const lowRes = new Float32Array(n * low).fill(-1e4),
+    pred = new Float32Array(n * h * w).fill(-1e4),
+    scores = new Float32Array(n);
+  const classes: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const p = probs[i]!;
+    classes.push(p.indexOf(Math.max(...p)));
+    const prompts = selectSegPrompts(p, enc.detector!.detections, enc.detector!.peaks, cfg, fallback);
+    if (prompts.length === 0) continue; // the baseline found no box: an empty mask
+    const tokens = prompts.map((p) =>
+      'box' in p
+        ? model.sam.promptEncoder.embedPrompts([], { x1: p.box.x1 * sx, y1: p.box.y1 * sy, x2: p.box.x2 * sx, y2: p.box.y2 * sy })
+        : model.sam.promptEncoder.embedPrompts([{ x: p.point.x * sx, y: p.point.y * sy, label: 1 }], null),
+    );
+    const t = tokens[0]!.tokens;
+    const sparse = new Float32Array(prompts.length * t * model.sam.promptEncoder.embedDim);
+    tokens.forEach((tk, k) => sparse.set(tk.data, k * tk.data.length));
+    const { masks, iou } = await model.decodeMasks(enc.samEmbeddings, sparse, prompts.length, t);
+    const sel = selectMaskToken(masks, iou, multimask);
+    const post = (await model.postprocess(sel.lowRes, enc)).data as Float32Array;
+    const lr = sel.lowRes.data as Float32Array;
+    for (let k = 0; k < prompts.length; k++) {
+      for (let j = 0; j < low; j++) lowRes[i * low + j] = Math.max(lowRes[i * low + j]!, lr[k * low + j]!);
+      for (let j = 0; j < h * w; j++) pred[i * h * w + j] = Math.max(pred[i * h * w + j]!, post[k * h * w + j]!);
+    }
+    scores[i] = Math.max(...sel.scores);
+  }
+  return {
+    lowResMasks: f32([n, 1, 256, 256], lowRes),
+    iouPredictions: scores,
+    predMasks: f32([n, h, w], pred),
+    segClasses: classes,
   };
 }
 

@@ -1,6 +1,16 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { LisaError } from '../errors.js';
+
+/** A small JSON file of a model folder, parsed; one line naming the file when it is not. */
+function readConfigJson(path: string): unknown {
+  if (statSync(path).size > 4 * 1024 * 1024) throw new LisaError(`${path}: too large for a config file`);
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as unknown;
+  } catch (e) {
+    throw new LisaError(`${path}: not valid JSON (${(e as Error).message})`);
+  }
+}
 
 function readConfig(path: string): Record<string, unknown> {
   if (!existsSync(path)) throw new LisaError(`${path}: not found`);
@@ -16,12 +26,14 @@ function readConfig(path: string): Record<string, unknown> {
 
 function int(cfg: Record<string, unknown>, key: string, where: string, dflt?: number): number {
   const v = cfg[key] ?? dflt;
-  if (!Number.isSafeInteger(v) || (v as number) <= 0) throw new LisaError(`${where}: field "${key}" must be a positive integer, found ${JSON.stringify(cfg[key])}`);
+  if (!Number.isSafeInteger(v) || (v as number) <= 0)
+    throw new LisaError(`${where}: field "${key}" must be a positive integer, found ${JSON.stringify(cfg[key])}`);
   return v as number;
 }
 function num(cfg: Record<string, unknown>, key: string, where: string, dflt?: number): number {
   const v = cfg[key] ?? dflt;
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new LisaError(`${where}: field "${key}" must be a number, found ${JSON.stringify(cfg[key])}`);
+  if (typeof v !== 'number' || !Number.isFinite(v))
+    throw new LisaError(`${where}: field "${key}" must be a number, found ${JSON.stringify(cfg[key])}`);
   return v;
 }
 
@@ -49,12 +61,84 @@ export interface LisaConfig {
   mmUseImStartEnd: boolean;
   outDim: number;
   visionTower: string | null;
+  /** lisa-ts's own towers (config.json "lisa_ts"); null for a released LISA checkpoint (CLIP + SAM ViT). */
+  towers: TowerConfig | null;
+}
+
+/** A TF.js graph-model detector as the vision tower (models/detector-tower.ts). Paths are absolute. */
+export interface DetectorTowerConfig {
+  model: string;
+  /** The detector's square input side. */
+  inputSize: number;
+  /** Its class heatmap is max-pooled to grid × grid image rows. */
+  grid: number;
+  classes: string[];
+  /** The JSON file the class names come from. */
+  classesFile: string;
+}
+
+/** How a [SEG] becomes SAM prompts: its class similarity weights the detector's boxes (models/seg-prompts.ts). */
+export interface SegPromptConfig {
+  /** A box is kept when p(class | [SEG]) · score reaches this… */
+  minScore: number;
+  /** …or this fraction of the best box's. */
+  relativeScore: number;
+  maxBoxes: number;
+}
+
+export interface TowerConfig {
+  vision: DetectorTowerConfig;
+  /** An ONNX SAM image encoder in the folder (e.g. MobileSAM's), instead of the checkpoint's ViT. */
+  samImageEncoder: string;
+  segPrompts: SegPromptConfig;
+}
+
+/** config.json's "lisa_ts" block: names the towers of a model lisa-ts built (the default model), relative to its folder. */
+function towersFromConfig(c: Record<string, unknown>, dir: string, path: string): TowerConfig | null {
+  const t = c.lisa_ts;
+  if (t === undefined) return null;
+  const obj = (v: unknown, where: string): Record<string, unknown> => {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new LisaError(`${path}: ${where} must be an object`);
+    return v as Record<string, unknown>;
+  };
+  const file = (v: unknown, where: string): string => {
+    if (typeof v !== 'string' || !v) throw new LisaError(`${path}: ${where} must be a file name in the model folder`);
+    const f = resolve(dir, v);
+    if (!existsSync(f) || !statSync(f).isFile()) throw new LisaError(`${path}: ${where} names ${v}, which is not in ${dir}`);
+    return f;
+  };
+  const top = obj(t, '"lisa_ts"');
+  const v = obj(top.vision_tower, 'lisa_ts.vision_tower');
+  if (v.type !== 'tfjs-detector')
+    throw new LisaError(`${path}: lisa_ts.vision_tower.type must be "tfjs-detector", found ${JSON.stringify(v.type)}`);
+  const classesFile = file(v.classes, 'lisa_ts.vision_tower.classes');
+  const classes = readConfigJson(classesFile);
+  if (!Array.isArray(classes) || classes.length === 0 || !classes.every((x) => typeof x === 'string'))
+    throw new LisaError(`${classesFile}: must be a JSON list of class names`);
+  const p = obj(top.seg_prompts, 'lisa_ts.seg_prompts');
+  const where = `${path}: lisa_ts`;
+  return {
+    vision: {
+      model: file(v.model, 'lisa_ts.vision_tower.model'),
+      inputSize: int(v, 'input_size', `${where}.vision_tower`),
+      grid: int(v, 'grid', `${where}.vision_tower`),
+      classes: classes as string[],
+      classesFile,
+    },
+    samImageEncoder: file(top.sam_image_encoder, 'lisa_ts.sam_image_encoder'),
+    segPrompts: {
+      minScore: num(p, 'min_score', `${where}.seg_prompts`),
+      relativeScore: num(p, 'relative_score', `${where}.seg_prompts`),
+      maxBoxes: int(p, 'max_boxes', `${where}.seg_prompts`),
+    },
+  };
 }
 
 /** The LlamaConfig fields of a config.json (LISA's, or a plain HF LlamaForCausalLM's). */
 function llamaFromConfig(c: Record<string, unknown>, path: string): LlamaConfig {
   if (c.rope_scaling != null) throw new LisaError(`${path}: rope_scaling is not supported (LISA uses none)`);
-  if (c.hidden_act !== undefined && c.hidden_act !== 'silu') throw new LisaError(`${path}: hidden_act ${JSON.stringify(c.hidden_act)} is not supported (LLaMA uses silu)`);
+  if (c.hidden_act !== undefined && c.hidden_act !== 'silu')
+    throw new LisaError(`${path}: hidden_act ${JSON.stringify(c.hidden_act)} is not supported (LLaMA uses silu)`);
   const heads = int(c, 'num_attention_heads', path);
   const cfg: LlamaConfig = {
     hiddenSize: int(c, 'hidden_size', path),
@@ -70,7 +154,10 @@ function llamaFromConfig(c: Record<string, unknown>, path: string): LlamaConfig 
     eosTokenId: int(c, 'eos_token_id', path, 2),
     tieWordEmbeddings: c.tie_word_embeddings === true,
   };
-  if (cfg.hiddenSize % cfg.numHeads !== 0 || cfg.numHeads % cfg.numKvHeads !== 0) throw new LisaError(`${path}: hidden_size ${cfg.hiddenSize}, ${cfg.numHeads} heads and ${cfg.numKvHeads} kv heads do not divide evenly`);
+  if (cfg.hiddenSize % cfg.numHeads !== 0 || cfg.numHeads % cfg.numKvHeads !== 0)
+    throw new LisaError(
+      `${path}: hidden_size ${cfg.hiddenSize}, ${cfg.numHeads} heads and ${cfg.numKvHeads} kv heads do not divide evenly`,
+    );
   return cfg;
 }
 
@@ -82,8 +169,10 @@ export function readLlamaConfig(dir: string): LlamaConfig {
 export function readLisaConfig(dir: string): LisaConfig {
   const path = join(dir, 'config.json');
   const c = readConfig(path);
-  if (c.model_type !== 'llava') throw new LisaError(`${path}: model_type ${JSON.stringify(c.model_type)} is not a LISA checkpoint (expected "llava")`);
-  if (c.train_mask_decoder === undefined) throw new LisaError(`${path}: no "train_mask_decoder" key: a LLaVA checkpoint without LISA's SAM head, not a LISA checkpoint`);
+  if (c.model_type !== 'llava')
+    throw new LisaError(`${path}: model_type ${JSON.stringify(c.model_type)} is not a LISA checkpoint (expected "llava")`);
+  if (c.train_mask_decoder === undefined)
+    throw new LisaError(`${path}: no "train_mask_decoder" key: a LLaVA checkpoint without LISA's SAM head, not a LISA checkpoint`);
   return {
     llama: llamaFromConfig(c, path),
     mmHiddenSize: int(c, 'mm_hidden_size', path, 1024),
@@ -91,6 +180,7 @@ export function readLisaConfig(dir: string): LisaConfig {
     mmUseImStartEnd: c.mm_use_im_start_end !== false,
     outDim: int(c, 'out_dim', path, 256),
     visionTower: typeof c.vision_tower === 'string' ? c.vision_tower : typeof c.mm_vision_tower === 'string' ? c.mm_vision_tower : null,
+    towers: towersFromConfig(c, dir, path),
   };
 }
 
@@ -135,11 +225,14 @@ export function readClipConfig(dir: string): { vision: ClipVisionConfig; preproc
   const crop = typeof p.crop_size === 'object' && p.crop_size !== null ? (p.crop_size as Record<string, unknown>).height : p.crop_size;
   const triple = (key: string, dflt: number[]): [number, number, number] => {
     const a = p[key] ?? dflt;
-    if (!Array.isArray(a) || a.length !== 3 || !a.every((x) => typeof x === 'number')) throw new LisaError(`${ppPath}: ${key} must be three numbers`);
+    if (!Array.isArray(a) || a.length !== 3 || !a.every((x) => typeof x === 'number'))
+      throw new LisaError(`${ppPath}: ${key} must be three numbers`);
     return a as [number, number, number];
   };
-  if (p.do_center_crop === false || p.do_resize === false || p.do_normalize === false) throw new LisaError(`${ppPath}: only the openai CLIP preprocessing (resize, centre crop, normalise) is supported`);
-  if (p.resample !== undefined && p.resample !== 3) throw new LisaError(`${ppPath}: resample ${String(p.resample)} is not supported (expected 3, bicubic)`);
+  if (p.do_center_crop === false || p.do_resize === false || p.do_normalize === false)
+    throw new LisaError(`${ppPath}: only the openai CLIP preprocessing (resize, centre crop, normalise) is supported`);
+  if (p.resample !== undefined && p.resample !== 3)
+    throw new LisaError(`${ppPath}: resample ${String(p.resample)} is not supported (expected 3, bicubic)`);
   return {
     vision,
     preprocess: {

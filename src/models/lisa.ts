@@ -10,6 +10,7 @@ import { clipPreprocess, samNormalizePad, samResize } from '../image/preprocess.
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { LlamaTokenizer } from '../text/tokenizer.js';
 import { clipVisionHiddenStates } from './clip-vision.js';
+import { DetectorTower, type DetectorOutput } from './detector-tower.js';
 import { readClipConfig, readLisaConfig, type ClipPreprocessorConfig, type ClipVisionConfig, type LisaConfig } from './config.js';
 import { INT4, INT8, type QuantSpec } from '../graph/quantize.js';
 import { LlamaCausalLM, llamaLinearParams } from './llama-causal-lm.js';
@@ -112,7 +113,21 @@ export interface ImageEncoding {
   projected: Float32Array; // [256, H] mm_projector output
   samEmbeddings: HostTensor; // [1, 256, 64, 64]
   clipHiddenStates?: Float32Array; // [layers + 1, 257, C], only when asked for
+  /** A detector vision tower's boxes and class peaks (the default model), for turning [SEG] into SAM prompts. */
+  detector?: Pick<DetectorOutput, 'detections' | 'peaks'>;
 }
+
+/** The SAM image-encoder sizes the mask decoder needs when the encoder is an ONNX file (MobileSAM's: 1024 px, 16-px patches). */
+const ONNX_SAM_ENCODER: SamEncoderConfig = {
+  imgSize: 1024,
+  patchSize: 16,
+  embedDim: 0,
+  depth: 0,
+  numHeads: 0,
+  windowSize: 0,
+  globalAttnIndexes: [],
+  outChans: 256,
+};
 
 /**
  * A loaded LISA model: configs, tokenizer, lazy checkpoint readers, and onnxruntime sessions built on first
@@ -123,9 +138,13 @@ export class LisaModel {
   readonly config: LisaConfig;
   readonly tokenizer: LlamaTokenizer;
   readonly ckpt: Checkpoint;
-  readonly clipCkpt: Checkpoint;
-  readonly clipConfig: ClipVisionConfig;
-  readonly clipPreprocess: ClipPreprocessorConfig;
+  /** The CLIP tower (a released LISA checkpoint), or null when the vision tower is a detector (`detector`). */
+  readonly clipCkpt: Checkpoint | null;
+  readonly clipConfig: ClipVisionConfig | null;
+  readonly clipPreprocess: ClipPreprocessorConfig | null;
+  readonly detector: DetectorTower | null;
+  /** LLM rows one image becomes: 256 CLIP patches for ViT-L/14 at 224, grid² for a detector tower. */
+  readonly imageRows: number;
   readonly samConfig: SamEncoderConfig;
   /** SAM's prompt encoder, mask decoder and post-processing. */
   readonly sam: SamMaskHead;
@@ -142,24 +161,27 @@ export class LisaModel {
   private readonly progress: (stage: string) => void;
   private readonly keepVisionSessions: boolean;
 
-  private constructor(dir: string, clipDir: string, opts: LisaLoadOptions) {
+  private constructor(dir: string, clipDir: string | null, opts: LisaLoadOptions) {
     this.progress = opts.onProgress ?? (() => {});
     this.keepVisionSessions = opts.keepVisionSessions !== false;
     this.dir = dir;
     this.config = readLisaConfig(dir);
     this.tokenizer = LlamaTokenizer.load(dir);
     this.segTokenIdx = this.tokenizer.segTokenIdx;
-    const clip = readClipConfig(clipDir);
-    this.clipConfig = clip.vision;
-    this.clipPreprocess = clip.preprocess;
+    const towers = this.config.towers;
+    const clip = clipDir ? readClipConfig(clipDir) : null;
+    this.clipConfig = clip?.vision ?? null;
+    this.clipPreprocess = clip?.preprocess ?? null;
+    this.detector = towers ? new DetectorTower(towers.vision) : null;
+    this.imageRows = this.detector ? this.detector.rows : (clip!.preprocess.cropSize / clip!.vision.patchSize) ** 2;
     this.progress('opening checkpoint');
     this.ckpt = openCheckpoint(dir);
-    this.clipCkpt = openCheckpoint(clipDir);
+    this.clipCkpt = clipDir ? openCheckpoint(clipDir) : null;
     const vm = new ModuleWeights(this.ckpt, 'model.visual_model');
-    this.samConfig = inferSamEncoderConfig(vm.sub('image_encoder'));
+    this.samConfig = towers ? ONNX_SAM_ENCODER : inferSamEncoderConfig(vm.sub('image_encoder'));
     this.engine = new Engine(opts);
     this.samQuant = opts.samPrecision === 'int8' ? INT8 : null;
-    this.samEncoderPath = samEncoderFile(opts.samEncoder);
+    this.samEncoderPath = samEncoderFile(opts.samEncoder) ?? towers?.samImageEncoder ?? null;
     this.sam = new SamMaskHead(
       this.ckpt,
       'model.visual_model',
@@ -179,7 +201,7 @@ export class LisaModel {
     );
     const llm = this.config.llama;
     checkConfigAgainstWeights(dir, this.config, this.ckpt);
-    if (this.clipConfig.hiddenSize !== this.config.mmHiddenSize)
+    if (this.clipConfig && this.clipConfig.hiddenSize !== this.config.mmHiddenSize)
       throw new LisaError(
         `${clipDir}: CLIP width ${this.clipConfig.hiddenSize} does not match the model's mm_hidden_size ${this.config.mmHiddenSize}`,
       );
@@ -191,6 +213,7 @@ export class LisaModel {
   static load(dir: string, opts: LisaLoadOptions = {}): LisaModel {
     if (!existsSync(join(dir, 'config.json'))) throw new LisaError(`${dir}: not a LISA checkpoint folder (no config.json)`);
     const cfg = readLisaConfig(dir);
+    if (cfg.towers) return new LisaModel(dir, null, opts); // its towers are in its folder
     let clipDir = opts.visionTower;
     if (!clipDir) {
       const name = cfg.visionTower ?? 'clip-vit-large-patch14';
@@ -208,7 +231,7 @@ export class LisaModel {
 
   close(): void {
     this.ckpt.close();
-    this.clipCkpt.close();
+    this.clipCkpt?.close();
   }
 
   private session(key: string, build: () => Graph): Promise<EngineSession> {
@@ -244,18 +267,24 @@ export class LisaModel {
   }
 
   private clipGraph(allHidden: boolean): Graph {
+    if (this.detector) return this.detectorGraph();
     const g = new Graph(allHidden ? 'clip_all' : 'clip');
-    const c = this.clipConfig;
-    const size = this.clipPreprocess.cropSize;
+    const c = this.clipConfig!;
+    const size = this.clipPreprocess!.cropSize;
     const px = g.input('pixel_values', 'float32', [1, 3, size, size]);
     const n = c.numLayers;
     const select = this.config.mmVisionSelectLayer < 0 ? n + 1 + this.config.mmVisionSelectLayer : this.config.mmVisionSelectLayer;
-    const states = clipVisionHiddenStates(g, new ModuleWeights(this.clipCkpt, ''), c, px, allHidden ? n : select);
+    const states = clipVisionHiddenStates(g, new ModuleWeights(this.clipCkpt!, ''), c, px, allHidden ? n : select);
     const feats = g.slice(states[select]!, [1], [Number.MAX_SAFE_INTEGER], [1]);
     g.output(feats, 'image_features');
     g.output(mmProjector(g, new ModuleWeights(this.ckpt, 'model'), feats), 'mm_projector_out');
     if (allHidden) g.output(g.concat(states, 0), 'hidden_states');
     return g;
+  }
+
+  /** The detector tower + mm_projector (the default model's vision branch). */
+  private detectorGraph(): Graph {
+    return this.detector!.graph((g, features) => mmProjector(g, new ModuleWeights(this.ckpt, 'model'), features));
   }
 
   private samEncoderSession(): Promise<EngineSession> {
@@ -285,8 +314,8 @@ export class LisaModel {
    */
   compileAll(onGraph?: (name: string, index: number, total: number) => void): { name: string; dir: string; cached: boolean }[] {
     const builders: [string, () => Graph][] = [
-      ['clip', () => this.clipGraph(false)],
-      ['sam_image_encoder', () => this.samEncoderGraph()],
+      [this.detector ? 'detector_tower' : 'clip', () => this.clipGraph(false)],
+      ...(this.samEncoderPath ? [] : [['sam_image_encoder', () => this.samEncoderGraph()] as [string, () => Graph]]),
       [this.llm.name, () => this.llm.graph()],
       ['text_hidden_fcs', () => this.fcsGraph()],
       ['sam_mask_decoder', () => this.sam.decoderGraph()],
@@ -300,6 +329,7 @@ export class LisaModel {
 
   /** CLIP + mm_projector on preprocessed pixels [3, crop, crop]. */
   async runClip(clipPixels: Float32Array, allHidden = false): Promise<Record<string, HostTensor>> {
+    if (!this.clipPreprocess) throw new LisaError(`${this.dir}: this model's vision tower is a detector, not CLIP`);
     const size = this.clipPreprocess.cropSize;
     return (await this.clipSession(allHidden)).run({ pixel_values: f32([1, 3, size, size], clipPixels) });
   }
@@ -328,9 +358,10 @@ export class LisaModel {
   }
 
   /** Runs both vision branches on an image (CLIP for the LLM, SAM's encoder for the masks). */
-  async encodeImage(image: RgbImage, opts: { clipHiddenStates?: boolean } = {}): Promise<ImageEncoding> {
-    const clipPixels = clipPreprocess(image, this.clipPreprocess);
+  async encodeImage(image: RgbImage, opts: { clipHiddenStates?: boolean; sam?: boolean } = {}): Promise<ImageEncoding> {
     const samResized = samResize(image, this.samConfig.imgSize);
+    if (this.detector) return this.encodeWithDetector(image, samResized, opts.sam !== false);
+    const clipPixels = clipPreprocess(image, this.clipPreprocess!);
     const clip = await this.runClip(clipPixels, opts.clipHiddenStates === true);
     const sam = { image_embeddings: await this.runSamEncoder(samNormalizePad(samResized, this.samConfig.imgSize)) };
     const enc: ImageEncoding = {
@@ -345,6 +376,34 @@ export class LisaModel {
     };
     if (clip.hidden_states) enc.clipHiddenStates = clip.hidden_states.data as Float32Array;
     if (!this.keepVisionSessions) for (const key of ['clip', 'clip_all', 'sam_image_encoder']) await this.closeSession(key);
+    return enc;
+  }
+
+  /** The detector tower's branch: heatmap grid → mm_projector for the LLM, boxes and peaks for the [SEG] prompts. */
+  private async encodeWithDetector(image: RgbImage, samResized: RgbImage, withSam: boolean): Promise<ImageEncoding> {
+    const det = this.detector!;
+    const s = det.config.inputSize;
+    const session = await this.session('detector_tower', () => this.detectorGraph());
+    const out = await session.run({ [session.inputs[0]!.name]: f32([1, s, s, 3], await det.pixels(image)) });
+    // Training without mask losses needs no SAM embeddings (`sam: false`): an empty tensor stands in.
+    const sam = withSam ? await this.runSamEncoder(samNormalizePad(samResized, this.samConfig.imgSize)) : f32([0], new Float32Array(0));
+    const enc: ImageEncoding = {
+      image,
+      originalSize: [image.height, image.width],
+      resize: [samResized.height, samResized.width],
+      clipPixels: new Float32Array(0),
+      samResized,
+      clipFeatures: out.image_features!.data as Float32Array,
+      projected: out.mm_projector_out!.data as Float32Array,
+      samEmbeddings: sam,
+      detector: det.decode(
+        out['tower_0/keypoints']!.data as Float32Array,
+        out['tower_0/detections']!.data as Float32Array,
+        image.width,
+        image.height,
+      ),
+    };
+    if (!this.keepVisionSessions) for (const key of ['detector_tower', 'sam_image_encoder']) await this.closeSession(key);
     return enc;
   }
 
@@ -373,6 +432,21 @@ export class LisaModel {
   async textHiddenFcs(hidden: Float32Array, n: number): Promise<Float32Array> {
     const out = await (await this.fcsSession()).run({ hidden: f32([n, this.config.llama.hiddenSize], hidden) });
     return out.pred_embeddings!.data as Float32Array;
+  }
+
+  private classHead: { weight: Float32Array; bias: Float32Array } | null = null;
+
+  /** model.seg_class_head (the default model): Linear(out_dim → detector classes) on the [SEG] embedding. */
+  segClassHead(): { weight: Float32Array; bias: Float32Array } {
+    if (!this.classHead) {
+      const get = (n: string): Float32Array => {
+        const t = this.ckpt.tensors.get(`model.seg_class_head.${n}`);
+        if (!t) throw new LisaError(`${this.dir}: a detector-tower model needs model.seg_class_head.${n}`);
+        return t.float32();
+      };
+      this.classHead = { weight: get('weight'), bias: get('bias') };
+    }
+    return this.classHead;
   }
 
   /** get_dense_pe(). */

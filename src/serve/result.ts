@@ -8,6 +8,7 @@ import type { TurnResult } from './service.js';
 /** One mask as the API returns it: COCO RLE always (compact, what COCO tools read), plus PNG or polygons if asked. */
 export async function maskJson(m: SegMask, index: number, format: MaskFormat): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = { index, seg_index: m.segIndex, rle: m.rle, bbox: m.bbox, area: m.area, score: m.score };
+  if (m.label) out.label = m.label;
   if (format === 'png') out.png = (await maskPng(m.mask, m.width, m.height)).toString('base64');
   if (format === 'polygon') out.polygons = maskPolygons({ width: m.width, height: m.height, data: m.mask });
   return out;

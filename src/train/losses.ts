@@ -11,6 +11,8 @@ export interface LossWeights {
   ce: number;
   bce: number;
   dice: number;
+  /** The [SEG] class loss of a detector-tower model (not in LISA). */
+  cls?: number;
 }
 export const LISA_LOSS_WEIGHTS: LossWeights = { ce: 1.0, bce: 2.0, dice: 0.5 };
 
@@ -19,13 +21,15 @@ export const LISA_LOSS_WEIGHTS: LossWeights = { ce: 1.0, bce: 2.0, dice: 0.5 };
  * `logits` [N, V] are the logits at the positions whose next label is not ignored, `targets` [N] int64 those
  * labels. Mean of logsumexp − target logit.
  */
-export function crossEntropy(g: Graph, logits: Value, targets: Value): Value {
+export function crossEntropy(g: Graph, logits: Value, targets: Value, weight: Value | null = null): Value {
   const vocab = logits.shape[1] as number;
   const lsm = g.logSoftmax(logits, -1);
   const cols = g.range(g.constant('int64', [], [0]), g.constant('int64', [], [vocab]), g.constant('int64', [], [1]));
   const onehot = g.cast(g.equal(g.unsqueeze(targets, [1]), g.unsqueeze(cols, [0])), logits.dtype);
   const picked = g.reduceSum(g.mul(lsm, onehot), [1], false); // [N]
-  return g.neg(g.reduceMean(picked, [0], false));
+  if (!weight) return g.neg(g.reduceMean(picked, [0], false));
+  // Rows padded to a shape bucket carry weight 0: the mean over the real rows only.
+  return g.neg(g.div(g.reduceSum(g.mul(picked, weight), [0], false), g.reduceSum(weight, [0], false)));
 }
 
 /** sigmoid_ce_loss: per-mask mean over pixels of BCE-with-logits, summed, / (n + 1e-8). `logits`, `targets` [n, H, W]. */
@@ -50,6 +54,8 @@ export interface LossParts {
   mask_bce_loss: Value;
   mask_dice_loss: Value;
   mask_loss: Value;
+  /** The default model's [SEG] class loss (seg_class_head), 0 for LISA. */
+  class_loss: Value;
 }
 
 /**
@@ -62,6 +68,7 @@ export function lisaLoss(
   ce: Value | null,
   perImage: readonly { pred: Value; gt: Value; numMasks: number }[],
   w: LossWeights = LISA_LOSS_WEIGHTS,
+  classLoss: Value | null = null,
 ): LossParts {
   let bce: Value = g.scalar(0),
     dice: Value = g.scalar(0),
@@ -76,5 +83,7 @@ export function lisaLoss(
   const mask_dice_loss = g.div(g.mul(dice, g.scalar(w.dice)), g.scalar(count + 1e-8));
   const mask_loss = g.add(mask_bce_loss, mask_dice_loss);
   const ce_loss = ce ? g.mul(ce, g.scalar(w.ce)) : g.scalar(0);
-  return { loss: g.add(ce_loss, mask_loss), ce_loss, mask_bce_loss, mask_dice_loss, mask_loss };
+  const class_loss = classLoss ? g.mul(classLoss, g.scalar(w.cls ?? 1)) : g.scalar(0);
+  const loss = classLoss ? g.add(g.add(ce_loss, mask_loss), class_loss) : g.add(ce_loss, mask_loss);
+  return { loss, ce_loss, mask_bce_loss, mask_dice_loss, mask_loss, class_loss };
 }

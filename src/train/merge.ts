@@ -1,5 +1,6 @@
-import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { readLisaConfig } from '../models/config.js';
 import { LisaError } from '../errors.js';
 import { f32ToBf16, f32ToF16, type DType } from '../io/dtype.js';
 import type { Checkpoint } from '../io/checkpoint.js';
@@ -18,6 +19,18 @@ const SIDE_FILES = [
   'added_tokens.json',
   'tokenizer.json',
 ];
+
+/** The frozen towers a lisa-ts model names in config.json's "lisa_ts" (detector, its weight shards, classes, SAM encoder). */
+function towerFiles(dir: string): string[] {
+  const towers = readLisaConfig(dir).towers;
+  if (!towers) return [];
+  const files = [towers.vision.model, towers.samImageEncoder];
+  const manifest =
+    (JSON.parse(readFileSync(towers.vision.model, 'utf8')) as { weightsManifest?: { paths: string[] }[] }).weightsManifest ?? [];
+  for (const group of manifest) for (const p of group.paths) files.push(resolve(dirname(towers.vision.model), p));
+  files.push(towers.vision.classesFile);
+  return files.map((f) => relative(resolve(dir), f));
+}
 
 /** float32 values in a checkpoint dtype (bf16/fp16 round to nearest even, as torch's `.to(dtype)`). */
 export function fromFloat32(dtype: DType, v: Float32Array): Uint8Array {
@@ -108,6 +121,10 @@ export function mergeToReleased(
         JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2),
       ]);
     for (const f of SIDE_FILES) if (existsSync(join(baseDir, f))) copyFileSync(join(baseDir, f), join(staging, f));
+    for (const f of towerFiles(baseDir)) {
+      mkdirSync(dirname(join(staging, f)), { recursive: true });
+      copyFileSync(join(baseDir, f), join(staging, f));
+    }
     if (existsSync(outDir)) rmSync(outDir, { recursive: true });
     renameSync(staging, outDir);
     return { dir: outDir, shards: shards.length, tensors: names.length, merged, replaced, bytes: total };

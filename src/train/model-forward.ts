@@ -22,6 +22,8 @@ export interface TrainImage {
   originalSize: [number, number]; // (H, W): the masks' size
   gtMasks: Uint8Array; // [numMasks, H, W], 0/1
   numMasks: number;
+  /** Each mask's detector class (the default model's seg_class_head loss); absent when the data has none. */
+  segClasses?: number[];
 }
 
 /** A collated micro-batch as LISA's collate_fn builds it (utils/dataset.py): conversations grouped by image. */
@@ -47,6 +49,12 @@ export interface BatchStructure {
   conversations: number;
   seqLen: number;
   ceTargets: number;
+  /** The CE rows are padded to a bucket and weighted (ce_weight: 1 real, 0 padding). */
+  ceWeighted: boolean;
+  /** The default model's class loss on seg_class_head (seg_classes fed). */
+  classes: boolean;
+  /** SAM's decoder and the mask losses are in the graph (ground-truth masks fed). */
+  masks: boolean;
   /** Per image: masks and the two sizes of its post-processing. */
   images: { numMasks: number; resize: [number, number]; originalSize: [number, number] }[];
 }
@@ -58,7 +66,16 @@ export interface BatchStructure {
  * t+1 is a target (HF's shift); the [SEG] rows follow LISA's `input_ids[:, 1:] == seg` shifted by the image
  * rows − 1 (the hidden state before [SEG]).
  */
-export function prepareBatch(model: LisaModel, batch: TrainBatch, imageRows: number): PreparedBatch {
+/** How a batch becomes graph inputs beyond LISA's own: mask losses on or off, the class loss, shape buckets. */
+export interface PrepareOptions {
+  masks: boolean;
+  classes: boolean;
+  /** Pad the sequence length and the CE rows up to a multiple of this (1 = exact, as the official step). */
+  bucket: number;
+}
+export const LISA_PREPARE: PrepareOptions = { masks: true, classes: false, bucket: 1 };
+
+export function prepareBatch(model: LisaModel, batch: TrainBatch, imageRows: number, opts: PrepareOptions = LISA_PREPARE): PreparedBatch {
   const h = model.config.llama.hiddenSize,
     seg = model.segTokenIdx;
   const nConv = batch.inputIds.length,
@@ -98,7 +115,9 @@ export function prepareBatch(model: LisaModel, batch: TrainBatch, imageRows: num
   }
   const u = unique.size,
     zeroRow = u + nImg * imageRows;
-  const seqLen = Math.max(...spliced.map((s) => s.rows.length));
+  const roundUp = (n: number): number => Math.ceil(n / opts.bucket) * opts.bucket;
+  // Padding positions are like LLaVA's right padding: the zero row, masked out of attention and the losses.
+  const seqLen = roundUp(Math.max(...spliced.map((s) => s.rows.length)));
   const spliceIndex = new BigInt64Array(nConv * seqLen),
     bias = new Float32Array(nConv * seqLen),
     pos = new BigInt64Array(nConv * seqLen);
@@ -133,6 +152,11 @@ export function prepareBatch(model: LisaModel, batch: TrainBatch, imageRows: num
       throw new LisaError(`training batch: image ${i} has ${im.numMasks} ground-truth masks but its conversations hold ${n} [SEG] tokens`);
   });
   if (ceRows.length === 0) throw new LisaError('training batch: no answer token carries a loss (every label is ignored)');
+  const realCe = ceRows.length;
+  while (ceRows.length < roundUp(realCe)) {
+    ceRows.push(0);
+    ceTargets.push(0);
+  }
   const tokenIds = [...unique.keys()];
   // embed_rows (the rows of tokenIds) is fed by the trainer: from the trained table, or the checkpoint's.
   const feeds: Record<string, HostTensor> = {
@@ -142,18 +166,43 @@ export function prepareBatch(model: LisaModel, batch: TrainBatch, imageRows: num
     attn_bias: f32([nConv, 1, 1, seqLen], bias),
     ce_rows: hostTensor('int64', [ceRows.length], BigInt64Array.from(ceRows, BigInt)),
     ce_targets: hostTensor('int64', [ceTargets.length], BigInt64Array.from(ceTargets, BigInt)),
+    ...(opts.bucket > 1
+      ? {
+          ce_weight: f32(
+            [ceRows.length],
+            Float32Array.from(ceRows, (_, i) => (i < realCe ? 1 : 0)),
+          ),
+        }
+      : {}),
     seg_rows: hostTensor('int64', [segRows.length], BigInt64Array.from(segRows, BigInt)),
     mask_image: hostTensor('int64', [maskImage.length], BigInt64Array.from(maskImage, BigInt)),
-    image_embeddings: f32([nImg, ...samEmbeddingShape(model, batch.images[0]!)], concat(batch.images.map((im) => im.samEmbeddings))),
   };
-  batch.images.forEach((im, i) => {
-    if (im.numMasks) feeds[`gt_masks_${i}`] = f32([im.numMasks, ...im.originalSize], Float32Array.from(im.gtMasks));
-  });
+  if (opts.masks)
+    feeds.image_embeddings = f32([nImg, ...samEmbeddingShape(model, batch.images[0]!)], concat(batch.images.map((im) => im.samEmbeddings)));
+  if (opts.masks)
+    batch.images.forEach((im, i) => {
+      if (im.numMasks) feeds[`gt_masks_${i}`] = f32([im.numMasks, ...im.originalSize], Float32Array.from(im.gtMasks));
+    });
+  if (opts.classes) {
+    const cls = batch.images.flatMap((im) => {
+      if (im.segClasses?.length !== im.numMasks) throw new LisaError('training batch: the class loss needs the class of every mask');
+      return im.segClasses;
+    });
+    feeds.seg_classes = hostTensor('int64', [cls.length], BigInt64Array.from(cls, BigInt));
+  }
+  // Without mask losses the graph does not depend on the images' sizes: leave them out of its signature.
   const structure: BatchStructure = {
     conversations: nConv,
     seqLen,
     ceTargets: ceRows.length,
-    images: batch.images.map((im) => ({ numMasks: im.numMasks, resize: im.resize, originalSize: im.originalSize })),
+    ceWeighted: opts.bucket > 1,
+    classes: opts.classes,
+    masks: opts.masks,
+    images: batch.images.map((im) =>
+      opts.masks
+        ? { numMasks: im.numMasks, resize: im.resize, originalSize: im.originalSize }
+        : { numMasks: im.numMasks, resize: [0, 0], originalSize: [0, 0] },
+    ),
   };
   return { feeds, tokenIds, signature: JSON.stringify(structure), structure };
 }
@@ -199,6 +248,7 @@ export function buildTrainForward(
   imageRows: number,
   weights: LossWeights = LISA_LOSS_WEIGHTS,
 ): TrainGraph {
+  if (!s.masks && (weights.bce !== 0 || weights.dice !== 0)) throw new LisaError('training: mask losses need the masks in the batch');
   const cfg = model.config.llama,
     h = cfg.hiddenSize;
   const g = new Graph('lisa_train');
@@ -217,19 +267,26 @@ export function buildTrainForward(
   const segRows = g.input('seg_rows', 'int64', [totalMasks]);
   const maskImage = g.input('mask_image', 'int64', [totalMasks]);
   const c = model.sam.promptEncoder.embedDim;
-  const imageEmbeddings = g.input('image_embeddings', 'float32', [s.images.length, c, grid, grid]);
 
   const table = g.concat([embedRows, g.reshape(imageFeatures, [-1, h]), g.constant('float32', [1, h], new Float32Array(h))], 0);
   const embeds = g.gather(table, spliceIndex, 0); // [C, S, H]
   const io = llamaModel(g, llm, cfg, embeds, positionIds, (q, k, v) => attention(g, q, k, v, { causal: true, bias: attnBias }));
   const hiddenFlat = g.reshape(io.hidden, [-1, h]);
-  const ce = crossEntropy(g, lmHead(g, llm, cfg, g.gather(hiddenFlat, ceRows, 0)), ceTargets);
+  const ceWeight = s.ceWeighted ? g.input('ce_weight', 'float32', [s.ceTargets]) : null;
+  const ce = crossEntropy(g, lmHead(g, llm, cfg, g.gather(hiddenFlat, ceRows, 0)), ceTargets, ceWeight);
 
   const perImage: { pred: Value; gt: Value; numMasks: number }[] = [];
   let predEmbeddings: Value = g.constant('float32', [0, model.config.outDim], new Float32Array(0));
   let lowResMasks: Value = g.constant('float32', [0, 1, 4 * grid, 4 * grid], new Float32Array(0));
-  if (totalMasks > 0) {
-    predEmbeddings = textHiddenFcs(g, w.sub('model').sub('text_hidden_fcs').sub(0), g.gather(hiddenFlat, segRows, 0));
+  let classLoss: Value | null = null;
+  if (totalMasks > 0) predEmbeddings = textHiddenFcs(g, w.sub('model').sub('text_hidden_fcs').sub(0), g.gather(hiddenFlat, segRows, 0));
+  if (totalMasks > 0 && s.classes) {
+    // The default model: which detector class each [SEG] asks for (models/seg-prompts.ts), CE over the classes.
+    const logits = w.sub('model').linear(g, predEmbeddings, 'seg_class_head');
+    classLoss = crossEntropy(g, logits, g.input('seg_classes', 'int64', [totalMasks]));
+  }
+  if (totalMasks > 0 && s.masks) {
+    const imageEmbeddings = g.input('image_embeddings', 'float32', [s.images.length, c, grid, grid]);
     const vm = w.sub('model').sub('visual_model');
     const pe = g.constant('float32', [1, c, grid, grid], model.imagePe(), 'image_pe');
     const { masks } = samMaskDecoder(
@@ -260,6 +317,6 @@ export function buildTrainForward(
       });
     });
   }
-  const losses = lisaLoss(g, ce, perImage, weights);
+  const losses = lisaLoss(g, ce, perImage, weights, classLoss);
   return { graph: g, losses, embedRows, predEmbeddings, hidden: io.hidden, lowResMasks, predMasks: perImage.map((p) => p.pred) };
 }

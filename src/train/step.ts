@@ -5,12 +5,12 @@ import { f32, type HostTensor } from '../graph/tensor.js';
 import type { LisaModel } from '../models/lisa.js';
 import { imageRows as clipImageRows } from '../inference/pipeline.js';
 import type { LossWeights } from './losses.js';
-import { buildTrainForward, prepareBatch, type TrainBatch } from './model-forward.js';
+import { buildTrainForward, prepareBatch, type PrepareOptions, type TrainBatch } from './model-forward.js';
 import type { TrainingSet } from './params.js';
 import { dropoutMask } from './dropout.js';
 
 export const EMBED_TOKENS = 'model.embed_tokens.weight';
-const LOSS_NAMES = ['loss', 'ce_loss', 'mask_bce_loss', 'mask_dice_loss', 'mask_loss'] as const;
+const LOSS_NAMES = ['loss', 'ce_loss', 'mask_bce_loss', 'mask_dice_loss', 'mask_loss', 'class_loss'] as const;
 export type LossName = (typeof LOSS_NAMES)[number];
 
 export interface Gradients {
@@ -29,7 +29,12 @@ export interface GradientOptions {
   dropoutSeed?: number;
   /** false: the forward and losses only (no gradients; for measuring the forward alone). */
   backward?: boolean;
+  /** Masks, class loss and shape buckets (default: LISA's step, exact shapes). */
+  prepare?: PrepareOptions;
 }
+
+/** Compiled step graphs kept at once (one per batch shape; the oldest is released). */
+const MAX_SESSIONS = 48;
 
 /**
  * The forward + backward of one micro-batch as one onnxruntime session (built once per batch shape and cached):
@@ -56,9 +61,14 @@ export class GradientEngine {
 
   async compute(batch: TrainBatch, opts: GradientOptions = {}): Promise<Gradients> {
     const rows = clipImageRows(this.model);
-    const prep = prepareBatch(this.model, batch, rows);
+    const prep = prepareBatch(this.model, batch, rows, opts.prepare);
     const withBackward = opts.backward !== false;
     const key = `${prep.signature}|${this.set.dropoutActive}|${opts.extras === true}|${withBackward}`;
+    while (this.sessions.size >= MAX_SESSIONS && !this.sessions.has(key)) {
+      const [oldest, s] = this.sessions.entries().next().value!;
+      this.sessions.delete(oldest);
+      await (await s).session.release();
+    }
     const { session, params } = await this.session(key, () => {
       const fwd = buildTrainForward(this.model, this.set, prep.structure, rows, opts.lossWeights);
       const g = fwd.graph;

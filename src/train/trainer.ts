@@ -16,6 +16,8 @@ import { mergeToReleased } from './merge.js';
 import { AdamW, clipGradNorm, getLr, LISA_ADAMW, type WarmupDecayLR } from './optim.js';
 import { TrainingSet, type TrainSpec } from './params.js';
 import { GradientEngine, type LossName } from './step.js';
+import { LISA_LOSS_WEIGHTS, type LossWeights } from './losses.js';
+import type { PrepareOptions } from './model-forward.js';
 
 export interface TrainOptions {
   out: string;
@@ -33,11 +35,15 @@ export interface TrainOptions {
   saveEvery: number;
   /** Validation after every epoch of this many steps (train_ds.py: 500), when `val` is given. */
   stepsPerEpoch: number;
-  val?: { items: EvalItem[]; visionTower: string };
+  val?: { items: EvalItem[]; visionTower: string | undefined };
   spec: TrainSpec;
   /** Trained tensors (name parts) to start from random init instead of the checkpoint. */
   reinit?: readonly string[];
   maxGradNorm?: number;
+  /** train_ds.py's --ce/bce/dice_loss_weight (default 1, 2, 0.5), plus the class loss of a detector-tower model. */
+  lossWeights?: LossWeights;
+  /** Pad batches to shape buckets of this many positions, so few step graphs are compiled (default 1: exact). */
+  bucket?: number;
   onStep?: (log: StepLog) => void;
   onMessage?: (line: string) => void;
   /** Polled after each step: true saves a checkpoint and returns (Ctrl-C). */
@@ -158,6 +164,8 @@ export async function train(model: LisaModel, opts: TrainOptions): Promise<RunSt
     data: opts.sources.map((s) => ({ name: s.source.name, length: s.source.length, weight: s.weight })),
     precision: model.precision,
     reinit: opts.reinit ?? [],
+    ...(opts.lossWeights ? { lossWeights: opts.lossWeights } : {}),
+    ...(opts.bucket && opts.bucket > 1 ? { bucket: opts.bucket } : {}),
   };
   let state: RunState = { step: 0, settings, best: null };
   const latest = latestCheckpoint(out);
@@ -194,7 +202,13 @@ export async function train(model: LisaModel, opts: TrainOptions): Promise<RunSt
     rmSync(logPath, { force: true });
   }
   const engine = new GradientEngine(model, set);
-  const cache = new EncodingCache(model);
+  const weights = opts.lossWeights ?? LISA_LOSS_WEIGHTS;
+  const prepare: PrepareOptions = {
+    masks: weights.bce !== 0 || weights.dice !== 0,
+    classes: (weights.cls ?? 0) > 0 && set.params.has('model.seg_class_head.weight'),
+    bucket: opts.bucket ?? 1,
+  };
+  const cache = new EncodingCache(model, 256, prepare.masks);
   const rows = clipImageRows(model);
   try {
     while (state.step < opts.steps) {
@@ -202,13 +216,13 @@ export async function train(model: LisaModel, opts: TrainOptions): Promise<RunSt
       const step = state.step;
       const lr = getLr(schedule, step + 1);
       let grads: Map<string, Float32Array | null> | null = null;
-      const sums: Record<LossName, number> = { loss: 0, ce_loss: 0, mask_bce_loss: 0, mask_dice_loss: 0, mask_loss: 0 };
+      const sums: Record<LossName, number> = { loss: 0, ce_loss: 0, mask_bce_loss: 0, mask_dice_loss: 0, mask_loss: 0, class_loss: 0 };
       let samples = 0;
       for (let m = 0; m < opts.gradAccum; m++) {
         const examples = await sampleMicroBatch(opts.sources, opts.batchSize, mulberry32(seedOf(opts.seed, step, m, 'data')));
         const batch = await buildBatch(model, cache, examples, rows);
         samples += batch.inputIds.length;
-        const r = await engine.compute(batch, { dropoutSeed: seedOf(opts.seed, step, m, 'dropout') });
+        const r = await engine.compute(batch, { dropoutSeed: seedOf(opts.seed, step, m, 'dropout'), lossWeights: weights, prepare });
         for (const k of Object.keys(sums) as LossName[]) sums[k] += r.losses[k] / opts.gradAccum;
         grads = accumulate(grads, r.grads, 1 / opts.gradAccum);
       }
@@ -252,14 +266,20 @@ function accumulate(
       if (!out.has(name)) out.set(name, null);
       continue;
     }
+    // Plain loops (a Float32Array store rounds like Math.fround); a closure per element cost ~1 s a step at 9 M values.
     if (!prev) {
-      out.set(
-        name,
-        Float32Array.from(g, (x) => Math.fround(x * scale)),
-      );
+      if (scale === 1) out.set(name, g);
+      else {
+        const a = new Float32Array(g.length);
+        for (let i = 0; i < g.length; i++) a[i] = g[i]! * scale;
+        out.set(name, a);
+      }
       continue;
     }
-    for (let i = 0; i < g.length; i++) prev[i] = Math.fround(prev[i]! + Math.fround(g[i]! * scale));
+    for (let i = 0; i < g.length; i++) {
+      const t = Math.fround(g[i]! * scale);
+      prev[i] = prev[i]! + t;
+    }
   }
   return out;
 }
@@ -273,7 +293,7 @@ async function validate(
   set: TrainingSet,
   out: string,
   items: EvalItem[],
-  visionTower: string,
+  visionTower: string | undefined,
 ): Promise<{ giou: number; ciou: number }> {
   const dir = join(out, '.validation-model');
   rmSync(dir, { recursive: true, force: true });
@@ -297,7 +317,8 @@ async function validate(
 }
 
 /** The CLIP tower folder a loaded model uses (for loading merged checkpoints beside it). */
-export function visionTowerDir(model: LisaModel): string {
+export function visionTowerDir(model: LisaModel): string | undefined {
+  if (!model.clipCkpt) return undefined; // its towers are in its folder
   const p = model.clipCkpt.path;
   return p.endsWith('.json') || /\.(bin|safetensors)$/.test(p) ? dirname(p) : p;
 }

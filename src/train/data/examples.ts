@@ -79,6 +79,8 @@ export class EncodingCache {
   constructor(
     readonly model: LisaModel,
     readonly capacity = 256,
+    /** false: skip SAM's image encoder (a run without mask losses never reads its embeddings). */
+    readonly withSam = true,
   ) {}
 
   get(path: string): Promise<Omit<TrainImage, 'gtMasks' | 'numMasks'>> {
@@ -89,7 +91,7 @@ export class EncodingCache {
       return e;
     }
     e = (async () => {
-      const enc = await this.model.encodeImage(await decodeImage(path));
+      const enc = await this.model.encodeImage(await decodeImage(path), { sam: this.withSam });
       return {
         projected: enc.projected,
         samEmbeddings: enc.samEmbeddings.data as Float32Array,
@@ -132,7 +134,7 @@ export async function buildBatch(
       collated.push(col);
     }
     offset.push(collated.length);
-    images.push({ ...enc, gtMasks: gt, numMasks: ex.masks.length });
+    images.push({ ...enc, gtMasks: gt, numMasks: ex.masks.length, ...(ex.classes ? { segClasses: ex.classes } : {}) });
   }
   return { ...padBatch(collated), offset, images };
 }

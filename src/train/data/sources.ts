@@ -20,6 +20,8 @@ export interface TrainExample {
   image: string;
   conversations: Conversation[];
   masks: MaskSpec[];
+  /** The detector class of each mask (the default model's class loss), when the data knows it. */
+  classes?: number[];
   /** Where it came from, for error messages ("data.jsonl:12", "ReasonSeg/train/x.json"). */
   where: string;
 }
