@@ -25,7 +25,7 @@ const ROOT = resolve(import.meta.dirname, '..', '..');
 const SHARED_DATA = resolve(ROOT, '..', 'shared', 'data');
 
 /** The no-learning baseline's rule (the measurement): every detection of the class scoring over 0.2. */
-export const BASELINE_RULE = { minScore: 0.2, relativeScore: 0, maxBoxes: 100 };
+export const BASELINE_RULE = { minScore: 0.2, relativeScore: 0, maxBoxes: 100, presenceThreshold: 0 };
 
 interface Meter {
   iouSum: number;

@@ -259,7 +259,11 @@ function size(): string {
 function child(component: string): Row[] {
   const r = spawnSync(
     process.execPath,
-    [process.argv[1]!, '--child', component, '--dir', dir, '--model', modelName, '--threads', String(threads)],
+    [
+      process.argv[1]!,
+      ...['--child', component, '--dir', dir, '--model', modelName, '--threads', String(threads)],
+      ...(get('--default-model') ? ['--default-model', get('--default-model')!] : []),
+    ],
     { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 },
   );
   const lines = r.stdout.trim().split('\n');

@@ -121,7 +121,7 @@ describe('training conversations over coco128-seg', () => {
         assert.ok(question.startsWith('<image>\n'));
         if (countSeg(answer) === 0) {
           absent++;
-          const name = /^There is no (.+) in this image\.$/.exec(answer)?.[1];
+          const name = /^The (.+) is not in this image\.$/.exec(answer)?.[1];
           assert.ok(name, answer);
           assert.ok(!present.has(src.set.classes.indexOf(name!)), `${name} is in the photo`);
           assert.equal(answer, absentAnswer(name!));
@@ -175,7 +175,7 @@ describe('[SEG] → detector boxes (similarity as points)', () => {
     { score: 0.05, x: 3, y: 4 },
     { score: 0.01, x: 5, y: 6 },
   ];
-  const cfg = { minScore: 0.15, relativeScore: 0.5, maxBoxes: 8 };
+  const cfg = { minScore: 0.15, relativeScore: 0.5, maxBoxes: 8, presenceThreshold: 0.1 };
   it('is the softmax of the class head', () => {
     const p = segClassProbs(Float32Array.from([1, 0, 0, 1, 1, 1]), Float32Array.from([0, 0, -100]), Float32Array.from([2, 0]));
     assert.ok(Math.abs(p[0]! - 1 / (1 + Math.exp(-2))) < 1e-6);
@@ -211,9 +211,9 @@ describe('config.json "lisa_ts": the towers of a lisa-ts model', () => {
     vocab_size: 10,
   };
   const towers = {
-    vision_tower: { type: 'tfjs-detector', model: 'det.json', input_size: 512, grid: 8, classes: 'classes.json' },
+    vision_tower: { type: 'tfjs-detector', model: 'det.json', input_size: 512, classes: 'classes.json' },
     sam_image_encoder: 'enc.onnx',
-    seg_prompts: { type: 'detector-boxes', min_score: 0.15, relative_score: 0.3, max_boxes: 8 },
+    seg_prompts: { type: 'detector-boxes', min_score: 0.15, relative_score: 0.3, max_boxes: 8, presence_threshold: 0.1 },
   };
   it('resolves the named files in the folder, and names the field of a mistake', async () => {
     const { readLisaConfig } = await import('../src/models/config.js');
@@ -235,9 +235,41 @@ describe('config.json "lisa_ts": the towers of a lisa-ts model', () => {
     };
     bad({ ...towers, sam_image_encoder: 'missing.onnx' }, /lisa_ts\.sam_image_encoder names missing\.onnx, which is not in/);
     bad({ ...towers, vision_tower: { ...towers.vision_tower, type: 'yolo' } }, /lisa_ts\.vision_tower\.type must be "tfjs-detector"/);
-    bad({ ...towers, vision_tower: { ...towers.vision_tower, grid: 0 } }, /field "grid" must be a positive integer/);
+    bad({ ...towers, vision_tower: { ...towers.vision_tower, input_size: 0 } }, /field "input_size" must be a positive integer/);
     bad({ ...towers, seg_prompts: 3 }, /lisa_ts\.seg_prompts must be an object/);
     writeFileSync(join(t.path, 'classes.json'), '{"cat": 1}');
     bad(towers, /classes\.json: must be a JSON list of class names/);
+  });
+});
+
+describe('generation: the [SEG] gate', () => {
+  it('decides [SEG] wherever it is among the two likeliest tokens, and changes nothing elsewhere', async () => {
+    const { LisaModel } = await import('../src/models/lisa.js');
+    const { llmForward } = await import('../src/inference/llm.js');
+    const { generate } = await import('../src/inference/generate.js');
+    using cache = tempDir();
+    const ckpt = join(SHARED, 'fixtures', 'lisa-tiny', 'checkpoint');
+    const model = LisaModel.load(ckpt, { visionTower: join(ckpt, 'clip-vit-tiny-patch14'), cacheDir: cache.path, threads: 1 });
+    const ids = model.tokenizer.encode('A chat between a curious human and an artificial intelligence assistant.');
+    const run = async (segGate?: { token: number; allow: (h: Float32Array) => Promise<boolean> }): Promise<number[]> => {
+      const prefill = await llmForward(model.llm, model.embedTokens(ids), ids.length, undefined, false, 'last');
+      return (await generate(model.llm, prefill, ids.length, { maxNewTokens: 6, ...(segGate ? { segGate } : {}) })).tokens;
+    };
+    const free = await run();
+    // The random model's second choice at step 0, found from its logits.
+    const prefill = await llmForward(model.llm, model.embedTokens(ids), ids.length, undefined, false, 'last');
+    const v = model.config.llama.vocabSize;
+    const row = prefill.logits.subarray(prefill.logits.length - v);
+    const second = [...row.keys()].sort((a, b) => row[b]! - row[a]!)[1]!;
+    const asked: number[] = [];
+    const yes = await run({ token: second, allow: async (h) => (asked.push(h.length), true) });
+    assert.equal(yes[0], second, 'allowed: the gated token replaces the first choice');
+    assert.equal(asked[0], model.config.llama.hiddenSize, 'the gate sees the hidden state that produces the token');
+    const no = await run({ token: free[0]!, allow: async () => false });
+    assert.notEqual(no[0], free[0], 'refused: the next best token');
+    const never = await run({ token: v - 1, allow: async () => true });
+    assert.deepEqual(never, free, 'a token outside the top two is never forced');
+    await model.release();
+    model.close();
   });
 });

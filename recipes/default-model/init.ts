@@ -9,8 +9,8 @@
  *   sam.onnx, recovered into PyTorch names);
  * - a small LLaMA (hidden 128, 4 layers) with LISA's tokenizer and [SEG], text_hidden_fcs, seg_class_head:
  *   zeros here, `lisa train --reinit` draws their init from the run seed;
- * - mm_projector: frozen (LISA freezes it), a fixed seeded N(0, 1) map of the 80 heatmap channels, so a class
- *   seen at heat 1 enters the LLM with the norm of a token embedding.
+ * - mm_projector: frozen (LISA freezes it), a fixed seeded N(0, 1) map of the detector's image rows (a class's
+ *   one-hot and heatmap peak), so each row enters the LLM with the norm of a token embedding.
  * Everything is stored float16, the shipped model's dtype.
  */
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -25,7 +25,7 @@ import { fromFloat32 } from '../../src/train/merge.js';
 const SHARED = resolve(dirname(new URL(import.meta.url).pathname), '../../../../shared');
 
 /** The model's sizes, wired here once (config.json is written from them). */
-export const SIZES = { hidden: 128, intermediate: 344, layers: 4, heads: 4, vocab: 32003, classes: 80, grid: 8, outDim: 256 };
+export const SIZES = { hidden: 128, intermediate: 344, layers: 4, heads: 4, vocab: 32003, classes: 80, outDim: 256 };
 
 function main(): void {
   const i = process.argv.indexOf('--out');
@@ -68,7 +68,7 @@ function main(): void {
   const rand = mulberry32(20261202);
   const normal = (n: number): Float32Array =>
     Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand()));
-  add('model.mm_projector.weight', [H, s.classes], normal(H * s.classes));
+  add('model.mm_projector.weight', [H, s.classes + 1], normal(H * (s.classes + 1)));
   add('model.mm_projector.bias', [H], normal(H));
   add('model.text_hidden_fcs.0.0.weight', [H, H]);
   add('model.text_hidden_fcs.0.0.bias', [H]);
@@ -100,16 +100,16 @@ function main(): void {
     eos_token_id: 2,
     pad_token_id: 0,
     tie_word_embeddings: false,
-    mm_hidden_size: s.classes,
+    mm_hidden_size: s.classes + 1,
     mm_use_im_start_end: true,
     mm_vision_select_layer: -2,
     out_dim: s.outDim,
     torch_dtype: 'float16',
     vision_tower: 'centernet',
     lisa_ts: {
-      vision_tower: { type: 'tfjs-detector', model: 'centernet/centernet.json', input_size: 512, grid: s.grid, classes: 'classes.json' },
+      vision_tower: { type: 'tfjs-detector', model: 'centernet/centernet.json', input_size: 512, classes: 'classes.json' },
       sam_image_encoder: 'mobilesam_encoder.onnx',
-      seg_prompts: { type: 'detector-boxes', min_score: 0.15, relative_score: 0.3, max_boxes: 8 },
+      seg_prompts: { type: 'detector-boxes', min_score: 0.15, relative_score: 0.3, max_boxes: 8, presence_threshold: 0.1 },
     },
   };
   writeFileSync(join(out, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);

@@ -9,11 +9,11 @@ const [modelDir, dataDir, limit] = process.argv.slice(2);
 const model = LisaModel.load(modelDir!, { threads: 2 });
 const set = readYoloSeg(dataDir!);
 const rules = {
-  baseline: { cfg: { minScore: 0.2, relativeScore: 0, maxBoxes: 100 }, fallback: false },
-  fallback02: { cfg: { minScore: 0.2, relativeScore: 0, maxBoxes: 100 }, fallback: true },
-  rel03: { cfg: { minScore: 0.15, relativeScore: 0.3, maxBoxes: 8 }, fallback: true },
-  rel05: { cfg: { minScore: 0.1, relativeScore: 0.5, maxBoxes: 8 }, fallback: true },
-  top1: { cfg: { minScore: 1, relativeScore: 1, maxBoxes: 1 }, fallback: true },
+  baseline: { cfg: { minScore: 0.2, relativeScore: 0, maxBoxes: 100, presenceThreshold: 0 }, fallback: false },
+  fallback02: { cfg: { minScore: 0.2, relativeScore: 0, maxBoxes: 100, presenceThreshold: 0 }, fallback: true },
+  rel03: { cfg: { minScore: 0.15, relativeScore: 0.3, maxBoxes: 8, presenceThreshold: 0 }, fallback: true },
+  rel05: { cfg: { minScore: 0.1, relativeScore: 0.5, maxBoxes: 8, presenceThreshold: 0 }, fallback: true },
+  top1: { cfg: { minScore: 1, relativeScore: 1, maxBoxes: 1, presenceThreshold: 0 }, fallback: true },
 };
 const acc: Record<string, { iou: number; i: number; u: number; n: number }> = {};
 for (const k of Object.keys(rules)) acc[k] = { iou: 0, i: 0, u: 0, n: 0 };

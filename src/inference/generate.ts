@@ -21,6 +21,12 @@ export interface GenerateOptions {
   keepStepLogits?: boolean;
   /** Aborting stops after the current token (Ctrl-C in chat, a client that disconnects). */
   signal?: AbortSignal;
+  /**
+   * Decides whether `token` (the [SEG]) comes next wherever it is one of the two likeliest tokens, from the hidden
+   * state that would produce it: true emits it, false takes the best other token (the default model: a [SEG]
+   * exactly when its detector sees the class; pipeline.presenceGate). Elsewhere generation is unchanged.
+   */
+  segGate?: { token: number; allow: (hidden: Float32Array) => Promise<boolean> };
 }
 
 /** Library callers get one clear error for an impossible setting instead of a silent clamp. */
@@ -56,6 +62,14 @@ export function mulberry32(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** Whether `token` is one of the two largest entries of `row`. */
+function inTopTwo(row: Float32Array, token: number): boolean {
+  const v = row[token]!;
+  let above = 0;
+  for (let j = 0; j < row.length && above < 2; j++) if (row[j]! > v) above++;
+  return above < 2;
 }
 
 export function argmax(row: Float32Array): number {
@@ -111,7 +125,17 @@ export async function generate(lm: LlamaCausalLM, prefill: LlmStep, promptLength
     }
     if (opts.keepStepLogits) stepLogits.push(new Float32Array(lastLogits));
     const forced = opts.forced?.get(i);
-    const id = forced ?? (rand && opts.sampling ? sample(lastLogits, opts.sampling, rand) : argmax(lastLogits));
+    const pick = (row: Float32Array): number => (rand && opts.sampling ? sample(row, opts.sampling, rand) : argmax(row));
+    let id = forced ?? pick(lastLogits);
+    const gate = opts.segGate;
+    if (forced === undefined && gate && inTopTwo(lastLogits, gate.token)) {
+      if (await gate.allow(lastHidden)) id = gate.token;
+      else if (id === gate.token) {
+        const row = new Float32Array(lastLogits);
+        row[id] = -Infinity;
+        id = pick(row);
+      }
+    }
     tokens.push(id);
     producer.push(new Float32Array(lastHidden));
     opts.onToken?.(id, i);

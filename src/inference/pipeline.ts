@@ -6,7 +6,7 @@ import { segClassProbs, selectSegPrompts } from '../models/seg-prompts.js';
 import type { SegPromptConfig } from '../models/config.js';
 import { chatPrompt, imageQuestion, llavaV1Prompt, wrapImageTokens } from '../text/conversation.js';
 import { collateConversation } from './collate.js';
-import { generate, type GenerateOptions, type Generation } from './generate.js';
+import { argmax, generate, type GenerateOptions, type Generation } from './generate.js';
 import { llmForward, type LlmStep } from './llm.js';
 import { lisaLosses, shiftedCrossEntropy, type LisaLosses } from './losses.js';
 import { IGNORE_INDEX, segHiddenPositions, spliceImage, spliceLabels } from './multimodal.js';
@@ -186,6 +186,26 @@ export async function masksForClasses(
   };
 }
 
+/**
+ * The default model's presence rule: its LLM names the class, and a [SEG] is emitted only when the detector's
+ * heatmap peak for the class that [SEG] would ask for (seg_class_head on the hidden state that produces it) reaches
+ * `presence_threshold`; otherwise generation takes its next best token ("… is not in this image."). Its LLM did
+ * not learn to read presence from its image rows within the training budget (MODEL.md). Undefined for LISA.
+ */
+export function presenceGate(model: LisaModel, enc: ImageEncoding): GenerateOptions['segGate'] {
+  const towers = model.config.towers;
+  if (!towers || !enc.detector) return undefined;
+  const peaks = enc.detector.peaks;
+  return {
+    token: model.segTokenIdx,
+    allow: async (hidden) => {
+      const head = model.segClassHead();
+      const probs = segClassProbs(head.weight, head.bias, await model.textHiddenFcs(hidden, 1));
+      return peaks[argmax(probs)]!.score >= towers.segPrompts.presenceThreshold;
+    },
+  };
+}
+
 function gatherRows(rows: Float32Array, positions: readonly number[], hidden: number): Float32Array {
   const out = new Float32Array(positions.length * hidden);
   positions.forEach((p, i) => {
@@ -218,7 +238,7 @@ export async function runChat(
 ): Promise<ChatRun> {
   const input = preparePrompt(model, enc, chatPrompt(question, model.config.mmUseImStartEnd));
   const prefill = await llmForward(model.llm, input.embeds, input.length, undefined, debug, debug ? 'all' : 'last');
-  const generation = await generate(model.llm, prefill, input.length, opts);
+  const generation = await generate(model.llm, prefill, input.length, { segGate: presenceGate(model, enc), ...opts });
   const outputIds = [...input.ids, ...generation.tokens];
   const segPositions = segHiddenPositions(outputIds, model.segTokenIdx, imageRows(model));
   const h = model.config.llama.hiddenSize;
@@ -335,7 +355,7 @@ export async function generatedMasks(
     ]),
   );
   const prefill = await llmForward(model.llm, input.embeds, input.length, undefined, false, 'last');
-  const gen = await generate(model.llm, prefill, input.length, opts);
+  const gen = await generate(model.llm, prefill, input.length, { segGate: presenceGate(model, enc), ...opts });
   const h = model.config.llama.hiddenSize;
   const idx = gen.tokens.flatMap((t, i) => (t === model.segTokenIdx ? [i] : []));
   const hidden = new Float32Array(idx.length * h);

@@ -9,7 +9,13 @@ import type { ModuleWeights } from './module.js';
  * class token, positions, pre-LayerNorm, pre-norm encoder layers with quick-GELU MLPs. Returns the hidden
  * states tuple as HF does: [embeddings after pre_layrnorm, layer 1 output, …], up to `upToLayer` layers.
  */
-export function clipVisionHiddenStates(g: Graph, w: ModuleWeights, cfg: ClipVisionConfig, pixelValues: Value, upToLayer = cfg.numLayers): Value[] {
+export function clipVisionHiddenStates(
+  g: Graph,
+  w: ModuleWeights,
+  cfg: ClipVisionConfig,
+  pixelValues: Value,
+  upToLayer = cfg.numLayers,
+): Value[] {
   const vm = w.sub('vision_model');
   const emb = vm.sub('embeddings');
   const c = cfg.hiddenSize;
@@ -19,7 +25,8 @@ export function clipVisionHiddenStates(g: Graph, w: ModuleWeights, cfg: ClipVisi
   let x = g.add(g.concat([cls, seq], 1), emb.param(g, 'position_embedding.weight'));
   x = vm.layerNorm(g, x, 'pre_layrnorm', cfg.layerNormEps);
   const states = [x];
-  const heads = cfg.numHeads, hd = c / heads;
+  const heads = cfg.numHeads,
+    hd = c / heads;
   for (let i = 0; i < upToLayer; i++) {
     const l = vm.sub('encoder.layers').sub(i);
     const h = l.layerNorm(g, x, 'layer_norm1', cfg.layerNormEps);

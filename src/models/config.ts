@@ -70,8 +70,6 @@ export interface DetectorTowerConfig {
   model: string;
   /** The detector's square input side. */
   inputSize: number;
-  /** Its class heatmap is max-pooled to grid × grid image rows. */
-  grid: number;
   classes: string[];
   /** The JSON file the class names come from. */
   classesFile: string;
@@ -84,6 +82,8 @@ export interface SegPromptConfig {
   /** …or this fraction of the best box's. */
   relativeScore: number;
   maxBoxes: number;
+  /** A [SEG] is generated only when the detector's heatmap peak for its class reaches this. */
+  presenceThreshold: number;
 }
 
 export interface TowerConfig {
@@ -121,7 +121,6 @@ function towersFromConfig(c: Record<string, unknown>, dir: string, path: string)
     vision: {
       model: file(v.model, 'lisa_ts.vision_tower.model'),
       inputSize: int(v, 'input_size', `${where}.vision_tower`),
-      grid: int(v, 'grid', `${where}.vision_tower`),
       classes: classes as string[],
       classesFile,
     },
@@ -130,6 +129,7 @@ function towersFromConfig(c: Record<string, unknown>, dir: string, path: string)
       minScore: num(p, 'min_score', `${where}.seg_prompts`),
       relativeScore: num(p, 'relative_score', `${where}.seg_prompts`),
       maxBoxes: int(p, 'max_boxes', `${where}.seg_prompts`),
+      presenceThreshold: num(p, 'presence_threshold', `${where}.seg_prompts`),
     },
   };
 }

@@ -1,7 +1,7 @@
 import sharp from 'sharp';
 import { LisaError } from '../errors.js';
 import type { Graph } from '../graph/graph.js';
-import { attr, type Value } from '../graph/ir.js';
+import type { Value } from '../graph/ir.js';
 import type { RgbImage } from '../image/decode.js';
 import { importTfjsGraphModel } from '../import/tfjs-graph.js';
 import type { DetectorTowerConfig } from './config.js';
@@ -22,7 +22,7 @@ export interface Detection {
 
 /** What the detector tower gives for one image. */
 export interface DetectorOutput {
-  /** [grid², classes]: the class heatmap max-pooled to grid × grid cells (the LLM's image rows before mm_projector). */
+  /** [classes, classes + 1]: per class its one-hot identity and heatmap peak (the LLM's image rows before mm_projector). */
   features: Float32Array;
   /** Its 100 best detections, best first, scaled to the original image. */
   detections: Detection[];
@@ -32,35 +32,33 @@ export interface DetectorOutput {
 
 /**
  * A real, frozen detector as LISA's vision tower (in place of CLIP): a TF.js graph-model CenterNet imported
- * into the graph IR. Its class heatmap is max-pooled to a grid of image rows (what mm_projector projects into the
- * LLM), and its detections and heatmap peaks are kept for turning a [SEG] into SAM box prompts (seg-prompts.ts).
+ * into the graph IR. Its image rows are one per class — the class's one-hot identity and its heatmap peak, what
+ * mm_projector projects into the LLM — so "is there a sink?" is one attention lookup (an 8×8 grid of pooled
+ * heatmaps was not learned in 1,750 steps: the model answered at its prior). Its detections and heatmap peaks are
+ * kept for turning a [SEG] into SAM box prompts (seg-prompts.ts).
  */
 export class DetectorTower {
   constructor(readonly config: DetectorTowerConfig) {}
 
   get rows(): number {
-    return this.config.grid * this.config.grid;
+    return this.config.classes.length;
   }
 
   /**
-   * The detector's graph with `image_features` [grid², classes] added; `project` appends mm_projector on it.
-   * Inputs: NHWC pixels 0–255 at the detector's size.
+   * The detector's graph with `image_features` [classes, classes + 1] added; `project` appends mm_projector on
+   * it. Inputs: NHWC pixels 0–255 at the detector's size.
    */
   graph(project: (g: Graph, features: Value) => Value): Graph {
     const imp = importTfjsGraphModel(this.config.model, { name: 'detector_tower', outputs: [HEATMAP, DETECTIONS] });
     const g = imp.graph;
     const [, h, w, classes] = imp.graph.outputs.find((v) => v.name === HEATMAP)!.shape as number[];
-    if (h !== w || classes !== this.config.classes.length || h! % this.config.grid !== 0)
-      throw new LisaError(
-        `${this.config.model}: heatmap [${h}, ${w}, ${classes}] does not fit ${this.config.classes.length} classes on a ${this.config.grid}-grid`,
-      );
+    if (h !== w || classes !== this.config.classes.length)
+      throw new LisaError(`${this.config.model}: heatmap [${h}, ${w}, ${classes}] does not fit ${this.config.classes.length} classes`);
     const heat = g.outputs.find((v) => v.name === HEATMAP)!;
-    const k = h! / this.config.grid;
-    const pooled = g.node('MaxPool', [g.transpose(heat, [0, 3, 1, 2])], {
-      kernel_shape: attr.ints([k, k]),
-      strides: attr.ints([k, k]),
-    })[0]!;
-    const features = g.transpose(g.reshape(pooled, [classes!, this.rows]), [1, 0]);
+    const peak = g.reshape(g.reduceMax(heat, [1, 2], false), [classes!, 1]);
+    const eye = new Float32Array(classes! * classes!);
+    for (let c = 0; c < classes!; c++) eye[c * classes! + c] = 1;
+    const features = g.concat([g.constant('float32', [classes!, classes!], eye), peak], 1);
     g.output(features, 'image_features');
     g.output(project(g, features), 'mm_projector_out');
     return g;

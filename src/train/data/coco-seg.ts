@@ -9,14 +9,15 @@ import { WordNet, type NounKind, type NounSense } from './wordnet.js';
 export const CONVERSATIONS_PER_IMAGE = 3;
 
 /** The answer to a question about a class that is not in the photo: no [SEG]. */
-export const absentAnswer = (name: string): string => `There is no ${name} in this image.`;
+export const absentAnswer = (name: string): string => `The ${name} is not in this image.`;
 
 /**
- * Answers name the class before its [SEG] (LISA's own templates do not): the hidden state that yields [SEG] then
- * follows the name, so the text loss, which every answer carries, teaches which class is meant, and users read it.
+ * Every answer starts by naming the class ("The sink is …"; LISA's own templates do not): the name is what the
+ * question means, and only then is it decided whether the photo has one ("[SEG]" or "not in this image"), so that
+ * decision is a lookup of the named class in the image rows, and the hidden state that yields [SEG] follows the
+ * name. Users read what was segmented.
  */
-const PRESENT_ANSWERS = ['Sure, the {name} is [SEG].', 'It is the {name} [SEG].', 'The {name} is [SEG].', 'Sure, it is the {name} [SEG].'];
-const presentAnswer = (name: string, rand: () => number): string => pick(PRESENT_ANSWERS, rand).replace('{name}', name);
+const presentAnswer = (name: string): string => `The ${name} is [SEG].`;
 
 /** COCO-80's kinds, for picking the right WordNet sense (person 0, animals 14–23, food 46–55). */
 function kindOf(cls: number): NounKind {
@@ -119,7 +120,7 @@ export class CocoSegSource implements TrainSource {
           rand,
         );
         const q = `<image>\nPlease segment the ${pick(this.words[a]!.names, rand)} and the ${pick(this.words[b]!.names, rand)} in this image.`;
-        conversations.push(single(q, `Sure, the ${this.words[a]!.name} is [SEG] and the ${this.words[b]!.name} is [SEG].`));
+        conversations.push(single(q, `The ${this.words[a]!.name} is [SEG] and the ${this.words[b]!.name} is [SEG].`));
         masks.push(maskOf(a), maskOf(b));
         classes.push(a, b);
         continue;
@@ -133,12 +134,10 @@ export class CocoSegSource implements TrainSource {
         conversations.push(
           explain
             ? single(`<image>\n${implicit.sent} ${pick(EXPLANATORY_QUESTION_LIST, rand)}`, `The ${w.name} is [SEG]: ${implicit.reason}.`)
-            : single(pick(LONG_QUESTION_LIST, rand).replace('{sent}', implicit.sent), presentAnswer(w.name, rand)),
+            : single(pick(LONG_QUESTION_LIST, rand).replace('{sent}', implicit.sent), presentAnswer(w.name)),
         );
       } else {
-        conversations.push(
-          single(pick(SHORT_QUESTION_LIST, rand).replace('{class_name}', pick(w.names, rand)), presentAnswer(w.name, rand)),
-        );
+        conversations.push(single(pick(SHORT_QUESTION_LIST, rand).replace('{class_name}', pick(w.names, rand)), presentAnswer(w.name)));
       }
       masks.push(maskOf(c));
       classes.push(c);
