@@ -251,7 +251,7 @@ describe('generation: the [SEG] gate', () => {
     const ckpt = join(SHARED, 'fixtures', 'lisa-tiny', 'checkpoint');
     const model = LisaModel.load(ckpt, { visionTower: join(ckpt, 'clip-vit-tiny-patch14'), cacheDir: cache.path, threads: 1 });
     const ids = model.tokenizer.encode('A chat between a curious human and an artificial intelligence assistant.');
-    const run = async (segGate?: { token: number; allow: (h: Float32Array) => Promise<boolean> }): Promise<number[]> => {
+    const run = async (segGate?: { token: number; allow: (h: Float32Array, t: readonly number[]) => Promise<boolean> }): Promise<number[]> => {
       const prefill = await llmForward(model.llm, model.embedTokens(ids), ids.length, undefined, false, 'last');
       return (await generate(model.llm, prefill, ids.length, { maxNewTokens: 6, ...(segGate ? { segGate } : {}) })).tokens;
     };

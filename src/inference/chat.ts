@@ -10,7 +10,7 @@ import { generate, type SamplingOptions } from './generate.js';
 import { llmForward, type KvCache } from './llm.js';
 import { toSegMasks, type SegMask } from './masks.js';
 import { segHiddenPositions, spliceImage } from './multimodal.js';
-import { checkContext, imageRows, presenceGate, segmentFromHidden, type VisualTokens } from './pipeline.js';
+import { checkContext, imageRows, namedClasses, presenceGate, segmentFromHidden, type VisualTokens } from './pipeline.js';
 
 export type ImageInput = string | Uint8Array | RgbImage;
 
@@ -292,7 +292,7 @@ export class ChatSession {
     const answerIds = tokens.filter((x) => x !== model.config.llama.eosTokenId);
     const text = teacher ? opts.answer! : tok.decode(answerIds).trim();
     this.messages.push(user, { role: 'ASSISTANT', content: text });
-    const masks = await this.masksFor(segHidden, segIndexes, opts);
+    const masks = await this.masksFor(segHidden, segIndexes, opts, namedClasses(model, tokens));
     const t4 = now();
     return {
       text,
@@ -314,9 +314,15 @@ export class ChatSession {
   }
 
   /** [SEG] hidden states (plus any point/box prompts) → SAM → thresholded masks at the original size. */
-  private async masksFor(segHidden: Float32Array, segIndexes: number[], opts: SegmentOptions): Promise<SegMask[]> {
+  private async masksFor(
+    segHidden: Float32Array,
+    segIndexes: number[],
+    opts: SegmentOptions,
+    named: (number | null)[] = [],
+  ): Promise<SegMask[]> {
     if (segIndexes.length === 0) return [];
-    const seg = await segmentFromHidden(this.model, this.image!.encoding, segHidden, segIndexes.length, this.visualTokens(opts));
+    const enc = this.image!.encoding;
+    const seg = await segmentFromHidden(this.model, enc, segHidden, segIndexes.length, this.visualTokens(opts), false, named);
     const masks = toSegMasks(seg.predMasks, seg.iouPredictions, segIndexes);
     const names = this.model.config.towers?.vision.classes;
     if (names && seg.segClasses) masks.forEach((m, i) => (m.label = names[seg.segClasses![i]!]));

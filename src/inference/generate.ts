@@ -26,7 +26,7 @@ export interface GenerateOptions {
    * state that would produce it: true emits it, false takes the best other token (the default model: a [SEG]
    * exactly when its detector sees the class; pipeline.presenceGate). Elsewhere generation is unchanged.
    */
-  segGate?: { token: number; allow: (hidden: Float32Array) => Promise<boolean> };
+  segGate?: { token: number; allow: (hidden: Float32Array, tokensSoFar: readonly number[]) => Promise<boolean> };
 }
 
 /** Library callers get one clear error for an impossible setting instead of a silent clamp. */
@@ -129,7 +129,7 @@ export async function generate(lm: LlamaCausalLM, prefill: LlmStep, promptLength
     let id = forced ?? pick(lastLogits);
     const gate = opts.segGate;
     if (forced === undefined && gate && inTopTwo(lastLogits, gate.token)) {
-      if (await gate.allow(lastHidden)) id = gate.token;
+      if (await gate.allow(lastHidden, tokens)) id = gate.token;
       else if (id === gate.token) {
         const row = new Float32Array(lastLogits);
         row[id] = -Infinity;

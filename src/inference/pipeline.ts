@@ -80,6 +80,7 @@ export async function segmentFromHidden(
   n: number,
   visual: VisualTokens = NO_VISUAL,
   multimask = false,
+  named: readonly (number | null)[] = [],
 ): Promise<SegOutputs> {
   const [h, w] = enc.originalSize;
   const prompts = n > 0 ? n : visual.tokens > 0 ? 1 : 0;
@@ -92,7 +93,8 @@ export async function segmentFromHidden(
       predMasks: f32([0, h, w], new Float32Array(0)),
     };
   }
-  if (model.config.towers && enc.detector && n > 0 && visual.tokens === 0) return segmentWithDetector(model, enc, segHidden, n, multimask);
+  if (model.config.towers && enc.detector && n > 0 && visual.tokens === 0)
+    return segmentWithDetector(model, enc, segHidden, n, multimask, named);
   const e = model.sam.promptEncoder.embedDim;
   const predEmbeddings = n > 0 ? await model.textHiddenFcs(segHidden, n) : new Float32Array(0);
   const t = visual.tokens + (n > 0 ? 1 : 0);
@@ -123,11 +125,19 @@ async function segmentWithDetector(
   segHidden: Float32Array,
   n: number,
   multimask: boolean,
+  named: readonly (number | null)[],
 ): Promise<SegOutputs> {
   const d = model.config.outDim;
   const predEmbeddings = await model.textHiddenFcs(segHidden, n);
   const head = model.segClassHead();
-  const probs = Array.from({ length: n }, (_, i) => segClassProbs(head.weight, head.bias, predEmbeddings.subarray(i * d, (i + 1) * d)));
+  // The class the answer named before the [SEG] (namedClass), else seg_class_head's distribution.
+  const probs = Array.from({ length: n }, (_, i) => {
+    const c = named[i];
+    if (c === null || c === undefined) return segClassProbs(head.weight, head.bias, predEmbeddings.subarray(i * d, (i + 1) * d));
+    const p = new Float32Array(head.bias.length);
+    p[c] = 1;
+    return p;
+  });
   const out = await masksForClasses(model, enc, probs, model.config.towers!.segPrompts, multimask);
   return { ...out, segHidden, predEmbeddings };
 }
@@ -198,12 +208,48 @@ export function presenceGate(model: LisaModel, enc: ImageEncoding): GenerateOpti
   const peaks = enc.detector.peaks;
   return {
     token: model.segTokenIdx,
-    allow: async (hidden) => {
-      const head = model.segClassHead();
-      const probs = segClassProbs(head.weight, head.bias, await model.textHiddenFcs(hidden, 1));
-      return peaks[argmax(probs)]!.score >= towers.segPrompts.presenceThreshold;
+    allow: async (hidden, tokens) => {
+      let cls = namedClass(model, model.tokenizer.decode([...tokens]));
+      if (cls === null) {
+        const head = model.segClassHead();
+        cls = argmax(segClassProbs(head.weight, head.bias, await model.textHiddenFcs(hidden, 1)));
+      }
+      return peaks[cls]!.score >= towers.segPrompts.presenceThreshold;
     },
   };
+}
+
+/**
+ * The detector class an answer names last ("The sink is" → sink), or null: what a [SEG] right after it segments.
+ * The default model always names the class before its [SEG]; where the LLM itself leaned to "not in this image"
+ * and the gate overruled it, its class head is off its training states, and the name is what it meant.
+ */
+export function namedClass(model: LisaModel, answerSoFar: string): number | null {
+  const classes = model.config.towers?.vision.classes;
+  if (!classes) return null;
+  const text = ` ${answerSoFar.toLowerCase().replace(/[^a-z ]+/g, ' ')} `;
+  // The name that ends last; of two ending together ("hot dog", "dog"), the longer.
+  let best: number | null = null,
+    end = -1;
+  classes.forEach((c, i) => {
+    const k = text.lastIndexOf(` ${c} `);
+    if (k < 0) return;
+    const e = k + c.length;
+    if (e > end || (e === end && c.length > classes[best!]!.length)) {
+      end = e;
+      best = i;
+    }
+  });
+  return best;
+}
+
+/** For each [SEG] among `tokens` (generated ids), the class its answer names before it (namedClass). */
+export function namedClasses(model: LisaModel, tokens: readonly number[]): (number | null)[] {
+  const out: (number | null)[] = [];
+  tokens.forEach((t, i) => {
+    if (t === model.segTokenIdx) out.push(namedClass(model, model.tokenizer.decode(tokens.slice(0, i))));
+  });
+  return out;
 }
 
 function gatherRows(rows: Float32Array, positions: readonly number[], hidden: number): Float32Array {
@@ -242,7 +288,15 @@ export async function runChat(
   const outputIds = [...input.ids, ...generation.tokens];
   const segPositions = segHiddenPositions(outputIds, model.segTokenIdx, imageRows(model));
   const h = model.config.llama.hiddenSize;
-  const seg = await segmentFromHidden(model, enc, gatherRows(generation.allHidden, segPositions, h), segPositions.length);
+  const seg = await segmentFromHidden(
+    model,
+    enc,
+    gatherRows(generation.allHidden, segPositions, h),
+    segPositions.length,
+    NO_VISUAL,
+    false,
+    namedClasses(model, generation.tokens),
+  );
   const text = model.tokenizer
     .decode(outputIds.filter((id) => id !== -200))
     .replaceAll('\n', '')
@@ -360,5 +414,8 @@ export async function generatedMasks(
   const idx = gen.tokens.flatMap((t, i) => (t === model.segTokenIdx ? [i] : []));
   const hidden = new Float32Array(idx.length * h);
   idx.forEach((i, j) => hidden.set(gen.producerHidden.subarray(i * h, (i + 1) * h), j * h));
-  return { tokens: gen.tokens, seg: await segmentFromHidden(model, enc, hidden, idx.length) };
+  return {
+    tokens: gen.tokens,
+    seg: await segmentFromHidden(model, enc, hidden, idx.length, NO_VISUAL, false, namedClasses(model, gen.tokens)),
+  };
 }
