@@ -108,7 +108,10 @@ describe('usage errors exit 2 with one line; --version', () => {
       [['segment', '--model', model, '--image', 'x.png', '--query', 'q', '--threads', '1000'], /--threads must be at most \d+, got "1000"/],
       [['eval', '--model', model, '--data', '.', '--dataset', 'foo'], /--dataset.*foo.*Allowed choices are reasonseg/],
       [['eval', '--model', model, '--data', '.', '--dataset', 'reasonseg', '--protocol', 'fast'], /--protocol.*fast/],
-      [['eval', '--data', '.', '--dataset', 'reasonseg', '--queue', 'redis://127.0.0.1:1', '--predictions', '.'], /--queue and --predictions/],
+      [
+        ['eval', '--data', '.', '--dataset', 'reasonseg', '--queue', 'redis://127.0.0.1:1', '--predictions', '.'],
+        /--queue and --predictions/,
+      ],
     ];
     for (const [args, re] of cases) {
       const r = lisa(...args);
@@ -606,26 +609,12 @@ describe('a trustworthy cache', () => {
       for (let i = b.length >> 1; i < Math.min(b.length, (b.length >> 1) + 64); i++) b[i] = b[i]! ^ 0x5a;
       writeFileSync(join(store, f), b);
     }
-    const r = lisa(
-      'segment',
-      '--model',
-      m,
-      '--vision-tower',
-      join(m, 'clip-vit-tiny-patch14'),
-      '--image',
-      join(FIXTURES, 'lisa-tiny', 'golden', 'inputs', 'truck.jpg'),
-      '--query',
-      (
-        JSON.parse(readFileSync(join(FIXTURES, 'lisa-tiny', 'golden', 'manifest.json'), 'utf8')) as {
-          cases: { truck_jpg: { chat: { query: string } } };
-        }
-      ).cases.truck_jpg.chat.query,
-      '--answer',
-      'Sure, [SEG].',
-      '--json',
-      '--cache-dir',
-      c,
-    );
+    const query = (
+      JSON.parse(readFileSync(join(FIXTURES, 'lisa-tiny', 'golden', 'manifest.json'), 'utf8')) as {
+        cases: { truck_jpg: { chat: { query: string } } };
+      }
+    ).cases.truck_jpg.chat.query;
+    const r = lisa(...segmentTruck(c, query, '--json'));
     assert.equal(r.code, 0, r.stderr);
     const mask = decodeRle((JSON.parse(r.stdout) as { masks: { rle: { size: [number, number]; counts: string } }[] }).masks[0]!.rle).data;
     const official = readNpy(join(FIXTURES, 'lisa-tiny', 'golden', 'truck_jpg', 'train_pred_masks.npy')).data as Float32Array;

@@ -279,14 +279,19 @@ describe('lisa segment and lisa chat', () => {
 describe('--sam-encoder: another image encoder for the same checkpoint', () => {
   const cache = tempDir('lisa-samenc-');
   after(() => cache[Symbol.dispose]());
+  /** The ONNX file the checkpoint's graph `name` compiles to (in this suite's cache). */
+  async function compiledGraphFile(name: string): Promise<string> {
+    const { LisaModel } = await import('../src/models/lisa.js');
+    const m = LisaModel.load(CKPT, { visionTower: CLIP, cacheDir: cache.path, threads: 2 });
+    const dir = m.compileAll().find((x) => x.name === name)!.dir;
+    m.close();
+    return join(dir, 'model.onnx');
+  }
 
   it('an encoder ONNX file computing what the checkpoint computes gives the official masks', async () => {
     // The checkpoint's own SAM encoder, compiled to a file: the file path must reproduce the built-in path exactly.
-    const { LisaModel } = await import('../src/models/lisa.js');
-    const m = LisaModel.load(CKPT, { visionTower: CLIP, cacheDir: cache.path, threads: 2 });
-    const dir = m.compileAll().find((x) => x.name === 'sam_image_encoder')!.dir;
-    m.close();
-    const lisa = Lisa.load(CKPT, { visionTower: CLIP, cacheDir: cache.path, threads: 2, samEncoder: join(dir, 'model.onnx') });
+    const file = await compiledGraphFile('sam_image_encoder');
+    const lisa = Lisa.load(CKPT, { visionTower: CLIP, cacheDir: cache.path, threads: 2, samEncoder: file });
     try {
       const r = await lisa.segment(TRUCK, truck.query, { answer: 'Sure, [SEG].' });
       assertSameMask(r.masks[0]!.mask, readNpy(join(GOLDEN, 'truck_jpg', 'train_pred_masks.npy')).data as Float32Array);
@@ -310,11 +315,8 @@ describe('--sam-encoder: another image encoder for the same checkpoint', () => {
       /--sam-encoder \/no\/such\.onnx: no such ONNX file/,
     );
     // The CLIP graph is an ONNX file too, but not an image encoder of this shape.
-    const { LisaModel } = await import('../src/models/lisa.js');
-    const m = LisaModel.load(CKPT, { visionTower: CLIP, cacheDir: cache.path, threads: 2 });
-    const clipDir = m.compileAll().find((x) => x.name === 'clip')!.dir;
-    m.close();
-    const wrong = Lisa.load(CKPT, { visionTower: CLIP, cacheDir: cache.path, threads: 2, samEncoder: join(clipDir, 'model.onnx') });
+    const clipFile = await compiledGraphFile('clip');
+    const wrong = Lisa.load(CKPT, { visionTower: CLIP, cacheDir: cache.path, threads: 2, samEncoder: clipFile });
     try {
       await assert.rejects(
         wrong.segment(TRUCK, 'q', { answer: '[SEG]' }),

@@ -7,7 +7,7 @@ import { Lisa } from '../inference/lisa.js';
 import { checkCacheDir, endProgress, loadOptions, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
 import { checkOutputDir } from '../io/file.js';
 import { defaultModelDir } from '../models/default-model.js';
-import { resultJson, resultName, writeResult } from './output.js';
+import { describeMask, resultJson, resultName, writeResult } from './output.js';
 
 interface ChatCliOptions extends ModelCliOptions {
   image?: string;
@@ -119,11 +119,7 @@ export function registerChat(program: Command): void {
                 answering = null;
               }
               out(r.stopped === 'cancelled' ? ' (stopped)\n' : '\n');
-              r.masks.forEach((m, i) =>
-                out(
-                  `[mask ${i}${m.label ? ` (${m.label})` : ''}: area ${m.area} px, bbox [${m.bbox.join(', ')}], score ${m.score.toFixed(3)}]\n`,
-                ),
-              );
+              r.masks.forEach((m, i) => out(`[${describeMask(m, i)}]\n`));
               last = { question: line, result: r };
             }
           } catch (e) {

@@ -18,6 +18,12 @@ export const MASK_COLOURS: readonly [number, number, number][] = [
   [150, 80, 40],
 ];
 
+/** One mask as the CLI prints it: `mask 0 (sink): area 1234 px, bbox [x, y, w, h], score 0.973`. */
+export function describeMask(m: SegmentResult['masks'][number], i: number): string {
+  const label = m.label ? ` (${m.label})` : '';
+  return `mask ${i}${label}: area ${m.area} px, bbox [${m.bbox.join(', ')}], score ${m.score.toFixed(3)}`;
+}
+
 export function resultName(imagePath: string): string {
   const b = basename(imagePath, extname(imagePath));
   return b.replace(/[^\w.-]/g, '_') || 'image';

@@ -9,7 +9,7 @@ import { Lisa } from '../inference/lisa.js';
 import { checkOutputDir } from '../io/file.js';
 import type { BoxPrompt, PointPrompt } from '../models/sam/prompt-encoder.js';
 import { checkCacheDir, clearProgress, endProgress, loadOptions, modelOptions, parseIntArg, type ModelCliOptions } from './common.js';
-import { resultJson, resultName, writeResult } from './output.js';
+import { describeMask, resultJson, resultName, writeResult } from './output.js';
 import { defaultModelDir } from '../models/default-model.js';
 import { parseBox, parsePoint } from './prompts.js';
 
@@ -80,11 +80,7 @@ export function registerSegment(program: Command): void {
         if (!streaming) process.stdout.write(r.text);
         process.stdout.write('\n');
         if (r.noTarget && question.trim()) process.stdout.write('(no [SEG] in the answer: nothing segmented)\n');
-        r.masks.forEach((m, i) =>
-          process.stdout.write(
-            `mask ${i}${m.label ? ` (${m.label})` : ''}: area ${m.area} px, bbox [${m.bbox.join(', ')}], score ${m.score.toFixed(3)}\n`,
-          ),
-        );
+        r.masks.forEach((m, i) => process.stdout.write(`${describeMask(m, i)}\n`));
         for (const p of written) process.stdout.write(`wrote ${p}\n`);
         process.stdout.write(
           `${(r.timings.totalMs / 1000).toFixed(2)} s (image ${(r.timings.encodeImageMs / 1000).toFixed(2)} s, ` +

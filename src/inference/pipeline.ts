@@ -167,7 +167,7 @@ export async function masksForClasses(
   const classes: number[] = [];
   for (let i = 0; i < n; i++) {
     const p = probs[i]!;
-    classes.push(p.indexOf(Math.max(...p)));
+    classes.push(argmax(p));
     const prompts = selectSegPrompts(p, enc.detector!.detections, enc.detector!.peaks, cfg, fallback);
     if (prompts.length === 0) continue; // the baseline found no box: an empty mask
     const tokens = prompts.map((p) =>

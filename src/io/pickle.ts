@@ -51,37 +51,24 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
     need(1);
     return buf[p++]!;
   };
-  const u16 = (): number => {
-    need(2);
-    const v = buf.readUInt16LE(p);
-    p += 2;
+  /** An n-byte little-endian field at the cursor, bounds-checked, the cursor moved past it. */
+  const fixed = <T>(n: number, read: (at: number) => T): T => {
+    need(n);
+    const v = read(p);
+    p += n;
     return v;
   };
-  const u32 = (): number => {
-    need(4);
-    const v = buf.readUInt32LE(p);
-    p += 4;
-    return v;
-  };
-  const i32 = (): number => {
-    need(4);
-    const v = buf.readInt32LE(p);
-    p += 4;
-    return v;
-  };
+  const u16 = (): number => fixed(2, (at) => buf.readUInt16LE(at));
+  const u32 = (): number => fixed(4, (at) => buf.readUInt32LE(at));
+  const i32 = (): number => fixed(4, (at) => buf.readInt32LE(at));
   const u64 = (): number => {
-    need(8);
-    const v = buf.readBigUInt64LE(p);
-    p += 8;
+    const v = fixed(8, (at) => buf.readBigUInt64LE(at));
     if (v > BigInt(buf.length)) fail(`length ${v} exceeds the data`);
     return Number(v);
   };
   const bytes = (n: number): Buffer => {
     if (n < 0) fail('negative length');
-    need(n);
-    const b = buf.subarray(p, p + n);
-    p += n;
-    return b;
+    return fixed(n, (at) => buf.subarray(at, at + n));
   };
   const line = (): string => {
     const end = buf.indexOf(0x0a, p);

@@ -119,7 +119,8 @@ export class CocoSegSource implements TrainSource {
           present.filter((c) => c !== a),
           rand,
         );
-        const q = `<image>\nPlease segment the ${pick(this.words[a]!.names, rand)} and the ${pick(this.words[b]!.names, rand)} in this image.`;
+        const [na, nb] = [pick(this.words[a]!.names, rand), pick(this.words[b]!.names, rand)];
+        const q = `<image>\nPlease segment the ${na} and the ${nb} in this image.`;
         conversations.push(single(q, `The ${this.words[a]!.name} is [SEG] and the ${this.words[b]!.name} is [SEG].`));
         masks.push(maskOf(a), maskOf(b));
         classes.push(a, b);
