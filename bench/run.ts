@@ -1,8 +1,8 @@
 /**
  * `npm run bench`: speed and memory at full size on this machine, each row beside its baseline.
  *
- *   npm run bench -- [--dir /work/full] [--model LISA-7B-v1] [--only bandwidth,sam-encoder,sam-encoder-int8,clip,llm-7b,e2e-7b]
- *                    [--json FILE] [--threads N]
+ *   npm run bench -- [--dir /work/full] [--model LISA-7B-v1] [--only bandwidth,sam-encoder,sam-encoder-int8,clip,llm-7b,e2e-7b,
+ *                    quant-accuracy] [--llm-formats int4,int4-q4_0] [--json FILE] [--threads N]
  *
  * Needs the generated checkpoint (node dist/bench/make-checkpoint.js --out DIR [--size 13b]); the 13B rows are
  * named llm-13b / e2e-13b with --model LISA-13B-llama2-v1. Every component runs in a child process of its own,
@@ -25,13 +25,15 @@ import { llmForward } from '../src/inference/llm.js';
 import { generate } from '../src/inference/generate.js';
 import { readLlamaConfig } from '../src/models/config.js';
 import { llamaLinearParams } from '../src/models/llama-causal-lm.js';
-import { LisaModel } from '../src/models/lisa.js';
+import { LisaModel, PRECISIONS, type Precision } from '../src/models/lisa.js';
 import { LlamaTokenizer } from '../src/text/tokenizer.js';
 import { writeRandomLlamaGguf } from './gguf.js';
 import { LLAMA_CPP_DIR } from './llama-cpp-baseline.js';
 import type { Row } from './row.js';
 import { trainBenchTiny, trainBench7b } from './train-bench.js';
 import { defaultModelBench } from './default-model-bench.js';
+import { CANDIDATES, quantAccuracy } from './quant-accuracy.js';
+import { quantTag, type QuantSpec } from '../src/graph/quantize.js';
 
 interface LlamaCppResult {
   load_s: number;
@@ -61,6 +63,7 @@ const E2E_QUESTION = 'What is the object that can carry cargo in this image? Ple
 
 /** What the child for one component measures; returns its rows. */
 const components: Record<string, () => Promise<Row[]>> = {
+  'quant-accuracy': () => quantAccuracy(threads),
   'default-model': () => defaultModelBench({ threads, ...(get('--default-model') ? { modelDir: get('--default-model')! } : {}) }),
   async bandwidth() {
     const engine = new Engine({ threads });
@@ -116,7 +119,8 @@ const components: Record<string, () => Promise<Row[]>> = {
     ];
   },
   async llm() {
-    const model = LisaModel.load(modelDir, { visionTower: clipDir, threads, precision: 'int4' });
+    const model = LisaModel.load(modelDir, { visionTower: clipDir, threads, ...llmFormat(get('--format') ?? 'int4') });
+    const fmt = get('--format') ?? 'int4';
     const H = model.config.llama.hiddenSize;
     const emb = model.embedTokens(Array.from({ length: PROMPT }, (_, i) => 100 + i * 7));
     let t = now();
@@ -130,9 +134,18 @@ const components: Record<string, () => Promise<Row[]>> = {
     const ds = (now() - t) / STEPS;
     const params = llamaLinearParams(model.config.llama);
     return [
-      { name: `llm-${size()} load`, seconds: load, baseline: '', baseline_seconds: null, ratio: null, unit: 's', value: load, limit: null },
       {
-        name: `llm-${size()} prefill`,
+        name: `llm-${size()} ${fmt} load`,
+        seconds: load,
+        baseline: '',
+        baseline_seconds: null,
+        ratio: null,
+        unit: 's',
+        value: load,
+        limit: null,
+      },
+      {
+        name: `llm-${size()} ${fmt} prefill`,
         seconds: ps,
         baseline: '',
         baseline_seconds: null,
@@ -142,7 +155,7 @@ const components: Record<string, () => Promise<Row[]>> = {
         limit: (2 * params * PROMPT) / 800e9,
       },
       {
-        name: `llm-${size()} decode`,
+        name: `llm-${size()} ${fmt} decode`,
         seconds: ds,
         baseline: '',
         baseline_seconds: null,
@@ -251,17 +264,28 @@ async function samEncoder(precision: 'fp32' | 'int8'): Promise<Row[]> {
   ];
 }
 
+/**
+ * An LLM format for the llm rows: a --precision name (int4, int4-q4_0, int8) or a candidate's tag from the accuracy
+ * table (e.g. q4b128z-search), so formats are compared at full size in one run.
+ */
+function llmFormat(name: string): { precision: Precision; llmQuant?: QuantSpec } {
+  if ((PRECISIONS as readonly string[]).includes(name)) return { precision: name as Precision };
+  const spec = CANDIDATES.find((c) => quantTag(c) === name);
+  if (!spec) throw new Error(`--llm-formats: unknown format ${name} (a --precision name or one of ${CANDIDATES.map(quantTag).join(', ')})`);
+  return { precision: 'int4', llmQuant: spec };
+}
+
 function size(): string {
   return readLlamaConfig(modelDir).hiddenSize >= 5120 ? '13b' : '7b';
 }
 
 /** Runs one component in a child process; its rows come back on the last stdout line. */
-function child(component: string): Row[] {
+function child(component: string, extra: string[] = []): Row[] {
   const r = spawnSync(
     process.execPath,
     [
       process.argv[1]!,
-      ...['--child', component, '--dir', dir, '--model', modelName, '--threads', String(threads)],
+      ...['--child', component, '--dir', dir, '--model', modelName, '--threads', String(threads), ...extra],
       ...(get('--default-model') ? ['--default-model', get('--default-model')!] : []),
     ],
     { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 },
@@ -323,7 +347,7 @@ async function main(): Promise<void> {
   }
   const only = get('--only')?.split(',');
   // train-tiny runs on the fixtures alone; everything else needs the generated full-size checkpoint.
-  const fullSize = !only || only.some((n) => n !== 'train-tiny' && n !== 'default-model');
+  const fullSize = !only || only.some((n) => !['train-tiny', 'default-model', 'quant-accuracy'].includes(n));
   if (fullSize && !dir) {
     process.stderr.write(
       'bench: give --dir DIR (or LISA_BENCH_DIR): the folder of the generated full-size checkpoint (node ' +
@@ -346,6 +370,7 @@ async function main(): Promise<void> {
     'train-tiny',
     'train-7b',
     'default-model',
+    'quant-accuracy',
   ];
   for (const n of only ?? [])
     if (!names.includes(n)) {
@@ -362,25 +387,26 @@ async function main(): Promise<void> {
     if (!want(n)) continue;
     if (n === `llm-${sz}`) {
       const base = llamaCpp();
-      const ours = child('llm');
       const label = `llama.cpp Q4_0 (node-llama-cpp ${base.version})`;
-      const [load, pre, dec] = ours as [Row, Row, Row];
-      rows.push(
-        load,
-        { ...pre, baseline: label, baseline_seconds: base.prefill_s, ratio: base.prefill_s / pre.seconds },
-        { ...dec, baseline: label, baseline_seconds: base.decode_s_per_token, ratio: base.decode_s_per_token / dec.seconds },
-        {
-          name: `llama.cpp-${sz} rss`,
-          seconds: base.load_s,
-          baseline: 'baseline process peak RSS',
-          baseline_seconds: null,
-          ratio: null,
-          unit: 'GiB',
-          value: base.peak_rss_bytes / 2 ** 30,
-          limit: null,
-          peak_rss_gib: base.peak_rss_bytes / 2 ** 30,
-        },
-      );
+      for (const fmt of (get('--llm-formats') ?? 'int4,int4-q4_0').split(',')) {
+        const [load, pre, dec] = child('llm', ['--format', fmt]) as [Row, Row, Row];
+        rows.push(
+          load,
+          { ...pre, baseline: label, baseline_seconds: base.prefill_s, ratio: base.prefill_s / pre.seconds },
+          { ...dec, baseline: label, baseline_seconds: base.decode_s_per_token, ratio: base.decode_s_per_token / dec.seconds },
+        );
+      }
+      rows.push({
+        name: `llama.cpp-${sz} rss`,
+        seconds: base.load_s,
+        baseline: 'baseline process peak RSS',
+        baseline_seconds: null,
+        ratio: null,
+        unit: 'GiB',
+        value: base.peak_rss_bytes / 2 ** 30,
+        limit: null,
+        peak_rss_gib: base.peak_rss_bytes / 2 ** 30,
+      });
     } else {
       rows.push(...(n.startsWith('e2e') ? [...child('e2e'), ...child('oneshot')] : child(n)));
     }

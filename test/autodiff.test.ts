@@ -209,18 +209,25 @@ describe('gradient rules vs finite differences (float32 ops)', () => {
     for (const spec of [
       { bits: 4, blockSize: 32, accuracyLevel: 4 },
       { bits: 8, blockSize: 16, accuracyLevel: 4 },
+      { bits: 4, blockSize: 32, accuracyLevel: 4, zeroPoints: true, method: 'search' }, // 3 blocks: zero points pad a byte
+      { bits: 8, blockSize: 16, accuracyLevel: 4, zeroPoints: true, method: 'minmax' },
     ] as const) {
       const n = 6,
-        kk = spec.bits === 4 ? 64 : 40;
-      const { codes, scales } = quantizeBlockwise(randn(n * kk, seed++), n, kk, spec);
+        kk = spec.bits === 4 ? 96 : 40;
+      const { codes, scales, zeros } = quantizeBlockwise(randn(n * kk, seed++), n, kk, spec);
       const blocks = Math.ceil(kk / spec.blockSize);
       await check(
-        `matmulnbits-${spec.bits}`,
+        `matmulnbits-${spec.bits}${zeros ? '-zp' : ''}`,
         [{ shape: [2, 3, kk] }],
         (g, [x]) =>
           g.node(
             'MatMulNBits',
-            [x!, g.constant('uint8', [n, blocks, (spec.blockSize * spec.bits) / 8], codes), g.constant('float32', [n * blocks], scales)],
+            [
+              x!,
+              g.constant('uint8', [n, blocks, (spec.blockSize * spec.bits) / 8], codes),
+              g.constant('float32', [n * blocks], scales),
+              ...(zeros ? [g.constant('uint8', [zeros.length], zeros)] : []),
+            ],
             {
               K: attr.i(kk),
               N: attr.i(n),

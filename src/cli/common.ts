@@ -4,7 +4,7 @@ import { LisaError } from '../errors.js';
 import { defaultCacheDir } from '../graph/session.js';
 import { checkOutputDir } from '../io/file.js';
 import { DEFAULT_MODEL_NAME, defaultModelDir } from '../models/default-model.js';
-import { LisaModel, type LisaLoadOptions } from '../models/lisa.js';
+import { LisaModel, PRECISIONS, type LisaLoadOptions, type Precision } from '../models/lisa.js';
 
 export interface ModelCliOptions {
   /** Absent: the default model that ships with the package (where the command allows it). */
@@ -12,7 +12,7 @@ export interface ModelCliOptions {
   visionTower?: string;
   threads?: number;
   cacheDir?: string;
-  precision?: 'auto' | 'fp32' | 'int8' | 'int4';
+  precision?: Precision;
   samPrecision?: 'fp32' | 'int8';
   lowMemory?: boolean;
   samEncoder?: string;
@@ -48,8 +48,12 @@ export function modelOptions(cmd: Command, opts: { modelRequired?: boolean; mode
     .option('--threads <n>', 'onnxruntime threads (default: all cores)', parseThreads)
     .option('--cache-dir <dir>', 'compiled-graph cache (default: $LISA_CACHE or ~/.cache/lisa-ts)')
     .addOption(
-      new Option('--precision <p>', 'LLM linear layers: auto (int4 above 1B parameters), fp32, int8 or int4')
-        .choices(['auto', 'fp32', 'int8', 'int4'])
+      new Option(
+        '--precision <p>',
+        'LLM linear layers: auto (int4 above 1B parameters), fp32, int8, int4 (block 128 + zero points, error-minimising: ' +
+          "the fastest), int4-b32 (block 32 + zero points: the most accurate int4) or int4-q4_0 (the format before: llama.cpp's Q4_0 rule)",
+      )
+        .choices([...PRECISIONS])
         .default('auto'),
     )
     .addOption(
@@ -70,9 +74,8 @@ export function modelOptions(cmd: Command, opts: { modelRequired?: boolean; mode
 
 /** The model options every command shares, from its parsed flags. */
 export function loadOptions(o: ModelCliOptions): LisaLoadOptions {
-  const precisions = ['auto', 'fp32', 'int8', 'int4'];
-  if (o.precision && !precisions.includes(o.precision))
-    throw new LisaError(`--precision must be one of ${precisions.join(', ')}, got "${o.precision}"`);
+  if (o.precision && !PRECISIONS.includes(o.precision))
+    throw new LisaError(`--precision must be one of ${PRECISIONS.join(', ')}, got "${o.precision}"`);
   if (o.samPrecision && !['fp32', 'int8'].includes(o.samPrecision))
     throw new LisaError(`--sam-precision must be fp32 or int8, got "${o.samPrecision}"`);
   return {

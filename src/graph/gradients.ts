@@ -216,14 +216,14 @@ rule('MatMul', (g, n, [gy], w) => {
 
 /**
  * MatMulNBits (Y = A·Wᵀ, W block-quantised [N, K]) as a frozen base: only dA = dY·W, with W dequantised
- * in the graph from the packed codes and scales (codes − 2^(bits−1)) · scale. The fp32 copy exists one layer
+ * in the graph from the packed codes, scales and zero points: (codes − zero) · scale, zero 2^(bits−1) by default.
+ * The fp32 copy exists one layer
  * at a time while the backward runs, never as a second resident copy of the model.
  */
 rule(
   'MatMulNBits',
   (g, n, [gy], w) => {
     if (w[1] || w[2]) throw new Error('MatMulNBits: the quantised weight is frozen (no gradient for codes or scales)');
-    if (n.inputs[3]) throw new Error('MatMulNBits: gradient only for the default zero point');
     const codes = inp(n, 1),
       scales = inp(n, 2);
     const kk = intAttr(n.attrs, 'K', 0),
@@ -237,15 +237,23 @@ rule(
     const first = g.slice(g.reshape(gy!, [-1]), [0], [1], [0]);
     const live = g.cast(g.greater(first, first), 'uint8');
     const packed = g.node('BitwiseOr', [codes, live])[0]!;
-    let q: Value;
-    if (bits === 8) q = packed;
-    else if (bits === 4) {
-      // Two codes per byte, low nibble first along K.
-      const lo = g.node('BitwiseAnd', [packed, g.constant('uint8', [], [15])])[0]!;
-      const hi = g.node('BitShift', [packed, g.constant('uint8', [], [4])], { direction: attr.s('RIGHT') })[0]!;
-      q = g.concat([g.unsqueeze(lo, [3]), g.unsqueeze(hi, [3])], 3);
-    } else throw new Error(`MatMulNBits: gradient for ${bits}-bit codes is not written`);
-    const centred = g.sub(g.cast(g.reshape(q, [nn, blocks, bs]), gy!.dtype), k(g, 2 ** (bits - 1), gy!));
+    // Two 4-bit codes per byte, low nibble first (codes along K, zero points along the blocks).
+    const unpack = (p: Value): Value => {
+      if (bits === 8) return p;
+      if (bits !== 4) throw new Error(`MatMulNBits: gradient for ${bits}-bit codes is not written`);
+      const r = p.shape.length;
+      const lo = g.node('BitwiseAnd', [p, g.constant('uint8', [], [15])])[0]!;
+      const hi = g.node('BitShift', [p, g.constant('uint8', [], [4])], { direction: attr.s('RIGHT') })[0]!;
+      return g.concat([g.unsqueeze(lo, [r]), g.unsqueeze(hi, [r])], r);
+    };
+    const q = unpack(packed);
+    let zero: Value = k(g, 2 ** (bits - 1), gy!);
+    if (n.inputs[3]) {
+      const zRow = Math.ceil((blocks * bits) / 8);
+      const z = g.reshape(unpack(g.reshape(inp(n, 3), [nn, zRow])), [nn, -1]);
+      zero = g.reshape(g.cast(g.slice(z, [0], [blocks], [1]), gy!.dtype), [nn, blocks, 1]);
+    }
+    const centred = g.sub(g.cast(g.reshape(q, [nn, blocks, bs]), gy!.dtype), zero);
     let wt = g.reshape(g.mul(centred, g.reshape(scales, [nn, blocks, 1])), [nn, blocks * bs]);
     if (blocks * bs !== kk) wt = g.slice(wt, [0], [kk], [1]);
     return [g.matmul(gy!, wt), null, null];

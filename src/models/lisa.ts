@@ -12,7 +12,7 @@ import { LlamaTokenizer } from '../text/tokenizer.js';
 import { clipVisionHiddenStates } from './clip-vision.js';
 import { DetectorTower, type DetectorOutput } from './detector-tower.js';
 import { readClipConfig, readLisaConfig, type ClipPreprocessorConfig, type ClipVisionConfig, type LisaConfig } from './config.js';
-import { INT4, INT8, type QuantSpec } from '../graph/quantize.js';
+import { INT4, INT4_B32, INT8, Q4_0, quantTag, SAM_INT8, type QuantSpec } from '../graph/quantize.js';
 import { LlamaCausalLM, llamaLinearParams } from './llama-causal-lm.js';
 import { mmProjector } from './mm-projector.js';
 import { ModuleWeights } from './module.js';
@@ -20,12 +20,26 @@ import { inferSamEncoderConfig, samImageEncoder, type SamEncoderConfig } from '.
 import { SamMaskHead } from './sam/mask-head.js';
 import { textHiddenFcs } from './text-hidden-fcs.js';
 
-/** How the LLM's linear layers run: float32, or block-quantised MatMulNBits; auto = int4 above 1B parameters. */
-export type Precision = 'auto' | 'fp32' | 'int8' | 'int4';
+/**
+ * How the LLM's linear layers run: float32, or block-quantised MatMulNBits; auto = int4 above 1B parameters. `int4` is
+ * the measured best format (quantize.ts INT4: block 128, zero points), `int4-b32` the most accurate int4 (block 32, zero
+ * points), `int4-q4_0` the format before them (llama.cpp's Q4_0 rule, block 32).
+ */
+export type Precision = 'auto' | 'fp32' | 'int8' | 'int4' | 'int4-b32' | 'int4-q4_0';
+export const PRECISIONS: readonly Precision[] = ['auto', 'fp32', 'int8', 'int4', 'int4-b32', 'int4-q4_0'];
+const PRECISION_QUANT: Record<Exclude<Precision, 'auto'>, QuantSpec | null> = {
+  fp32: null,
+  int8: INT8,
+  int4: INT4,
+  'int4-b32': INT4_B32,
+  'int4-q4_0': Q4_0,
+};
 
 export interface LisaLoadOptions extends EngineOptions {
   /** Default 'auto'. SAM, CLIP, the projector and text_hidden_fcs stay float32. */
   precision?: Precision;
+  /** Overrides the format `precision` names for the LLM's linear layers (benchmarks comparing formats). */
+  llmQuant?: QuantSpec;
   /** SAM's image encoder Linear layers: 'fp32' (default, the official numbers) or 'int8' (faster; see the notes on mask agreement). */
   samPrecision?: 'fp32' | 'int8';
   /**
@@ -180,7 +194,7 @@ export class LisaModel {
     const vm = new ModuleWeights(this.ckpt, 'model.visual_model');
     this.samConfig = towers ? ONNX_SAM_ENCODER : inferSamEncoderConfig(vm.sub('image_encoder'));
     this.engine = new Engine(opts);
-    this.samQuant = opts.samPrecision === 'int8' ? INT8 : null;
+    this.samQuant = opts.samPrecision === 'int8' ? SAM_INT8 : null;
     this.samEncoderPath = samEncoderFile(opts.samEncoder) ?? towers?.samImageEncoder ?? null;
     this.sam = new SamMaskHead(
       this.ckpt,
@@ -196,8 +210,8 @@ export class LisaModel {
       this.config.llama,
       this.ckpt,
       this.engine,
-      `llm_${resolved}`,
-      resolved === 'int4' ? INT4 : resolved === 'int8' ? INT8 : null,
+      opts.llmQuant ? `llm_${quantTag(opts.llmQuant)}` : `llm_${resolved}`,
+      opts.llmQuant ?? PRECISION_QUANT[resolved],
     );
     const llm = this.config.llama;
     checkConfigAgainstWeights(dir, this.config, this.ckpt);
