@@ -5,6 +5,7 @@ import { after, describe, it } from 'node:test';
 import { Graph } from '../src/graph/graph.js';
 import { dequantizeBlockwise, INT4, INT4_B32, INT8, Q4_0, quantizeBlockwise, quantizedLinear, quantTag, type QuantSpec } from '../src/graph/quantize.js';
 import { Engine } from '../src/graph/session.js';
+import { closeQuantizePool } from '../src/graph/quantize-pool.js';
 import { f32 } from '../src/graph/tensor.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
@@ -80,6 +81,19 @@ describe('block quantisation for MatMulNBits', () => {
     }
     // int4-b32 (block 32, zero points, search) beats Q4_0 on these weights.
     assert.ok(total[1]! < total[0]!, `int4-b32 ${total[1]} vs Q4_0 ${total[0]}`);
+  });
+
+  it('the search split over worker threads gives the same bytes as one thread', async () => {
+    const n = 512, k = 2048; // 2^20 weights: the smallest matrix the threads take
+    const w = randn(n * k, 21, 0.05);
+    for (const spec of [INT4, INT4_B32]) {
+      const one = quantizeBlockwise(w, n, k, spec, 1), two = quantizeBlockwise(w, n, k, spec, 3);
+      assert.ok(two.codes.buffer instanceof SharedArrayBuffer, 'the threaded path ran');
+      assert.deepEqual(Buffer.from(two.codes), Buffer.from(one.codes));
+      assert.deepEqual(Buffer.from(two.scales.buffer), Buffer.from(one.scales.buffer));
+      assert.deepEqual(Buffer.from(two.zeros!), Buffer.from(one.zeros!));
+    }
+    await closeQuantizePool();
   });
 
   it('onnxruntime MatMulNBits equals x @ dequant(W).T, with and without zero points', async () => {

@@ -1,8 +1,10 @@
+import { availableParallelism } from 'node:os';
 import { toFloat32 } from '../io/dtype.js';
 import type { TensorRef } from '../io/tensor-ref.js';
 import type { Graph } from './graph.js';
 import { attr, type Value } from './ir.js';
 import { MS_DOMAIN } from './ops.js';
+import { quantizeInWorkers, setRowQuantizer } from './quantize-pool.js';
 import { codeVersion, sourceKey } from './weights.js';
 
 /**
@@ -171,18 +173,17 @@ function quantizeBlock(w: Float32Array, start: number, len: number, spec: QuantS
   return [bestS, bestZ];
 }
 
-export function quantizeBlockwise(w: Float32Array, n: number, k: number, spec: QuantSpec): Quantized {
+/** Quantises rows [r0, r1) of w [N, K] into `out` (rows are independent: the unit the worker threads split). */
+export function quantizeRows(w: Float32Array, k: number, spec: QuantSpec, r0: number, r1: number, out: Quantized): void {
   const bs = spec.blockSize,
     blocks = Math.ceil(k / bs),
     blob = (bs * spec.bits) / 8,
-    mid = 1 << (spec.bits - 1);
-  const codes = new Uint8Array(n * blocks * blob);
-  const scales = new Float32Array(n * blocks);
-  const zRow = zeroPointRowBytes(blocks, spec.bits);
-  const zeros = spec.zeroPoints ? new Uint8Array(n * zRow) : null;
+    mid = 1 << (spec.bits - 1),
+    zRow = zeroPointRowBytes(blocks, spec.bits);
+  const { codes, scales, zeros } = out;
   const q = new Uint8Array(bs),
     tmp = new Uint8Array(bs);
-  for (let r = 0; r < n; r++) {
+  for (let r = r0; r < r1; r++) {
     for (let b = 0; b < blocks; b++) {
       const len = Math.min(bs, k - b * bs);
       const [s, z] = quantizeBlock(w, r * k + b * bs, len, spec, q, tmp);
@@ -194,7 +195,30 @@ export function quantizeBlockwise(w: Float32Array, n: number, k: number, spec: Q
       else for (let i = 0; i < bs; i += 2) codes[o + i / 2] = q[i]! | (q[i + 1]! << 4);
     }
   }
-  return { codes, scales, zeros };
+}
+
+setRowQuantizer(quantizeRows);
+
+/** Below this many weights the search runs on the calling thread alone (a worker round trip costs more). */
+const PARALLEL_MIN = 1 << 20;
+
+/**
+ * `threads` > 1 splits the rows of a large `search` over worker threads (quantize-pool.ts; the 7B's conversion is
+ * billions of weights); the result is identical to the single-threaded one.
+ */
+export function quantizeBlockwise(w: Float32Array, n: number, k: number, spec: QuantSpec, threads = 1): Quantized {
+  const blocks = Math.ceil(k / spec.blockSize),
+    blob = (spec.blockSize * spec.bits) / 8;
+  const parallel = threads > 1 && spec.method === 'search' && n * k >= PARALLEL_MIN && n >= threads;
+  const alloc = (bytes: number): ArrayBuffer | SharedArrayBuffer => (parallel ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes));
+  const out: Quantized = {
+    codes: new Uint8Array(alloc(n * blocks * blob)),
+    scales: new Float32Array(alloc(n * blocks * 4)),
+    zeros: spec.zeroPoints ? new Uint8Array(alloc(n * zeroPointRowBytes(blocks, spec.bits))) : null,
+  };
+  if (parallel) quantizeInWorkers(w, n, k, spec, out, threads);
+  else quantizeRows(w, k, spec, 0, n, out);
+  return out;
 }
 
 /** Dequantises back to [N, K] (for measuring the quantisation error). */
@@ -231,13 +255,13 @@ export function quantizedLinear(g: Graph, x: Value, t: TensorRef, spec: QuantSpe
   const [n, k] = t.shape as [number, number];
   const blocks = Math.ceil(k / spec.blockSize),
     blob = (spec.blockSize * spec.bits) / 8;
-  const key = `${sourceKey(t)}:${quantTag(spec)}:${codeVersion(quantizeBlockwise, quantizeBlock, roundInto, toFloat32)}`;
+  const key = `${sourceKey(t)}:${quantTag(spec)}:${codeVersion(quantizeRows, quantizeBlock, roundInto, toFloat32)}`;
   let cached: Quantized | null = null;
   const parts = spec.zeroPoints ? 3 : 2;
   // Each source is produced when the cache writes it; drop the shared result after its last use.
   let uses = 0;
   const take = (f: (q: Quantized) => Uint8Array): Uint8Array => {
-    cached ??= quantizeBlockwise(toFloat32(t.dtype, t.bytes()), n, k, spec);
+    cached ??= quantizeBlockwise(toFloat32(t.dtype, t.bytes()), n, k, spec, availableParallelism());
     const v = f(cached);
     if (++uses === parts) cached = null;
     return v;
