@@ -169,10 +169,10 @@ const components: Record<string, () => Promise<Row[]>> = {
   },
   async e2e() {
     const image = await decodeImage(E2E_IMAGE);
-    const warm = Lisa.load(modelDir, { visionTower: clipDir, threads, precision: 'int4' });
+    const warm = Lisa.load(modelDir, { visionTower: clipDir, threads, precision: 'int4', ...samEncoderOpt() });
     await warm.segment(image, 'warm up', { maxNewTokens: 1 }); // graphs built and weights converted once; not timed
     await warm.close();
-    const lisa = Lisa.load(modelDir, { visionTower: clipDir, threads, precision: 'int4' });
+    const lisa = Lisa.load(modelDir, { visionTower: clipDir, threads, precision: 'int4', ...samEncoderOpt() });
     let t = now();
     await lisa.segment({ width: 8, height: 8, data: new Uint8Array(192) }, 'hi', { maxNewTokens: 1 }); // sessions loaded
     const load = now() - t;
@@ -185,7 +185,7 @@ const components: Record<string, () => Promise<Row[]>> = {
     await lisa.close();
     return [
       {
-        name: `e2e-${size()} load`,
+        name: `e2e-${size()}${samTag()} load`,
         seconds: load,
         baseline: '',
         baseline_seconds: null,
@@ -196,7 +196,7 @@ const components: Record<string, () => Promise<Row[]>> = {
         note: 'sessions opened from the cache + a tiny first question',
       },
       {
-        name: `e2e-${size()} first`,
+        name: `e2e-${size()}${samTag()} first`,
         seconds: s1,
         baseline: 'official code, about 3 min (design.md)',
         baseline_seconds: 180,
@@ -206,7 +206,7 @@ const components: Record<string, () => Promise<Row[]>> = {
         limit: null,
       },
       {
-        name: `e2e-${size()} follow-up`,
+        name: `e2e-${size()}${samTag()} follow-up`,
         seconds: s2,
         baseline: 'first question on the image',
         baseline_seconds: s1,
@@ -221,13 +221,13 @@ const components: Record<string, () => Promise<Row[]>> = {
   async oneshot() {
     const t = now();
     const image = await decodeImage(E2E_IMAGE);
-    const lisa = Lisa.load(modelDir, { visionTower: clipDir, threads, precision: 'int4', keepVisionSessions: false });
+    const lisa = Lisa.load(modelDir, { visionTower: clipDir, threads, precision: 'int4', keepVisionSessions: false, ...samEncoderOpt() });
     const r = await lisa.segment(image, E2E_QUESTION, { maxNewTokens: 10 });
     await lisa.close();
     const s = now() - t;
     return [
       {
-        name: `e2e-${size()} one-shot`,
+        name: `e2e-${size()}${samTag()} one-shot`,
         seconds: s,
         baseline: 'official code, about 3 min (design.md)',
         baseline_seconds: 180,
@@ -274,6 +274,10 @@ function llmFormat(name: string): { precision: Precision; llmQuant?: QuantSpec }
   if (!spec) throw new Error(`--llm-formats: unknown format ${name} (a --precision name or one of ${CANDIDATES.map(quantTag).join(', ')})`);
   return { precision: 'int4', llmQuant: spec };
 }
+
+/** The e2e rows run twice: SAM's own ViT (official numbers) and `--sam-encoder mobilesam`. */
+const samEncoderOpt = (): { samEncoder?: string } => (get('--sam-encoder') ? { samEncoder: get('--sam-encoder')! } : {});
+const samTag = (): string => (get('--sam-encoder') ? ` ${get('--sam-encoder')}` : '');
 
 function size(): string {
   return readLlamaConfig(modelDir).hiddenSize >= 5120 ? '13b' : '7b';
@@ -408,7 +412,10 @@ async function main(): Promise<void> {
         peak_rss_gib: base.peak_rss_bytes / 2 ** 30,
       });
     } else {
-      rows.push(...(n.startsWith('e2e') ? [...child('e2e'), ...child('oneshot')] : child(n)));
+      const mobile = ['--sam-encoder', 'mobilesam'];
+      rows.push(
+        ...(n.startsWith('e2e') ? [...child('e2e'), ...child('oneshot'), ...child('e2e', mobile), ...child('oneshot', mobile)] : child(n)),
+      );
     }
   }
   process.stdout.write(

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Graph } from '../src/graph/graph.js';
 import { dequantizeBlockwise, INT4, INT4_B32, INT8, Q4_0, quantizeBlockwise, quantizedLinear, quantTag, type QuantSpec } from '../src/graph/quantize.js';
 import { Engine } from '../src/graph/session.js';
-import { closeQuantizePool } from '../src/graph/quantize-pool.js';
+import { closeQuantizePool, quantizePoolSize } from '../src/graph/quantize-pool.js';
 import { f32 } from '../src/graph/tensor.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
@@ -87,12 +88,16 @@ describe('block quantisation for MatMulNBits', () => {
     const n = 512, k = 2048; // 2^20 weights: the smallest matrix the threads take
     const w = randn(n * k, 21, 0.05);
     for (const spec of [INT4, INT4_B32]) {
-      const one = quantizeBlockwise(w, n, k, spec, 1), two = quantizeBlockwise(w, n, k, spec, 3);
-      assert.ok(two.codes.buffer instanceof SharedArrayBuffer, 'the threaded path ran');
-      assert.deepEqual(Buffer.from(two.codes), Buffer.from(one.codes));
-      assert.deepEqual(Buffer.from(two.scales.buffer), Buffer.from(one.scales.buffer));
-      assert.deepEqual(Buffer.from(two.zeros!), Buffer.from(one.zeros!));
+      const one = quantizeBlockwise(w, n, k, spec, 1);
+      // Twice: the second call reuses the pool's shared buffers, which must not carry the first call's bytes.
+      for (let rep = 0; rep < 2; rep++) {
+        const two = quantizeBlockwise(w, n, k, spec, 3);
+        assert.deepEqual(Buffer.from(two.codes), Buffer.from(one.codes));
+        assert.deepEqual(Buffer.from(two.scales.buffer), Buffer.from(one.scales.buffer));
+        assert.deepEqual(Buffer.from(two.zeros!), Buffer.from(one.zeros!));
+      }
     }
+    assert.equal(quantizePoolSize(), Math.min(3, availableParallelism()) - 1, 'workers beside the calling thread');
     await closeQuantizePool();
   });
 

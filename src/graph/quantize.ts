@@ -210,11 +210,10 @@ export function quantizeBlockwise(w: Float32Array, n: number, k: number, spec: Q
   const blocks = Math.ceil(k / spec.blockSize),
     blob = (spec.blockSize * spec.bits) / 8;
   const parallel = threads > 1 && spec.method === 'search' && n * k >= PARALLEL_MIN && n >= threads;
-  const alloc = (bytes: number): ArrayBuffer | SharedArrayBuffer => (parallel ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes));
   const out: Quantized = {
-    codes: new Uint8Array(alloc(n * blocks * blob)),
-    scales: new Float32Array(alloc(n * blocks * 4)),
-    zeros: spec.zeroPoints ? new Uint8Array(alloc(n * zeroPointRowBytes(blocks, spec.bits))) : null,
+    codes: new Uint8Array(n * blocks * blob),
+    scales: new Float32Array(n * blocks),
+    zeros: spec.zeroPoints ? new Uint8Array(n * zeroPointRowBytes(blocks, spec.bits)) : null,
   };
   if (parallel) quantizeInWorkers(w, n, k, spec, out, threads);
   else quantizeRows(w, k, spec, 0, n, out);
