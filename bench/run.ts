@@ -134,16 +134,7 @@ const components: Record<string, () => Promise<Row[]>> = {
     const ds = (now() - t) / STEPS;
     const params = llamaLinearParams(model.config.llama);
     return [
-      {
-        name: `llm-${size()} ${fmt} load`,
-        seconds: load,
-        baseline: '',
-        baseline_seconds: null,
-        ratio: null,
-        unit: 's',
-        value: load,
-        limit: null,
-      },
+      loadRow(`llm-${size()} ${fmt} load`, load),
       {
         name: `llm-${size()} ${fmt} prefill`,
         seconds: ps,
@@ -184,17 +175,7 @@ const components: Record<string, () => Promise<Row[]>> = {
     const s2 = now() - t;
     await lisa.close();
     return [
-      {
-        name: `e2e-${size()}${samTag()} load`,
-        seconds: load,
-        baseline: '',
-        baseline_seconds: null,
-        ratio: null,
-        unit: 's',
-        value: load,
-        limit: null,
-        note: 'sessions opened from the cache + a tiny first question',
-      },
+      loadRow(`e2e-${size()}${samTag()} load`, load, 'sessions opened from the cache + a tiny first question'),
       {
         name: `e2e-${size()}${samTag()} first`,
         seconds: s1,
@@ -273,6 +254,21 @@ function llmFormat(name: string): { precision: Precision; llmQuant?: QuantSpec }
   const spec = CANDIDATES.find((c) => quantTag(c) === name);
   if (!spec) throw new Error(`--llm-formats: unknown format ${name} (a --precision name or one of ${CANDIDATES.map(quantTag).join(', ')})`);
   return { precision: 'int4', llmQuant: spec };
+}
+
+/** A row for a load time (no baseline). */
+function loadRow(name: string, seconds: number, note?: string): Row {
+  return {
+    name,
+    seconds,
+    baseline: '',
+    baseline_seconds: null,
+    ratio: null,
+    unit: 's',
+    value: seconds,
+    limit: null,
+    ...(note ? { note } : {}),
+  };
 }
 
 /** The e2e rows run twice: SAM's own ViT (official numbers) and `--sam-encoder mobilesam`. */
