@@ -1,3 +1,4 @@
+import { quantTag } from '../graph/quantize.js';
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { LisaModel, type Precision } from '../models/lisa.js';
@@ -36,7 +37,8 @@ export function registerConvert(program: Command): void {
         });
         bar?.stop();
         for (const g of out) process.stdout.write(`${g.name.padEnd(18)} ${g.cached ? 'already in the cache' : 'converted'}  ${g.dir}\n`);
-        process.stdout.write(`LLM precision ${model.precision}; ${((Date.now() - t) / 1000).toFixed(1)} s\n`);
+        const format = model.llm.quant ? ` (${quantTag(model.llm.quant)})` : '';
+        process.stdout.write(`LLM precision ${model.precision}${format}; ${((Date.now() - t) / 1000).toFixed(1)} s\n`);
       } finally {
         bar?.stop();
         model.close();
