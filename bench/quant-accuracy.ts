@@ -13,6 +13,7 @@ import { createRequire } from 'node:module';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { intersectionAndUnion } from '../src/eval/metrics.js';
 import { readOnnx } from '../src/graph/onnx-read.js';
 import { dequantizeBlockwise, INT4, INT4_B32, Q4_0, quantizeBlockwise, quantTag, type QuantSpec } from '../src/graph/quantize.js';
 import { Engine } from '../src/graph/session.js';
@@ -198,14 +199,10 @@ async function lisaTiny(spec: QuantSpec | null, cache: string, threads: number):
   }
 }
 
-function iou(a: Uint8Array, b: Uint8Array): number {
-  let i = 0,
-    u = 0;
-  for (let k = 0; k < a.length; k++) {
-    if (a[k] && b[k]) i++;
-    if (a[k] || b[k]) u++;
-  }
-  return u === 0 ? 1 : i / u;
+/** IoU of two 0/1 masks (the official counts; the fp32 mask stands in for the ground truth). */
+function iou(pred: Uint8Array, ref: Uint8Array): number {
+  const s = intersectionAndUnion(pred, ref);
+  return s.union[1] === 0 ? 1 : s.intersection[1] / s.union[1];
 }
 
 /** Bits per weight as stored: codes, fp32 scales, 4-bit zero points. */

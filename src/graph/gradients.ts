@@ -1,6 +1,7 @@
 import type { Graph } from './graph.js';
 import { attr, type Attrs, type Dim, type Node, type Shape, type Value } from './ir.js';
 import { defineGrad, MS_DOMAIN, type GradRule } from './ops.js';
+import { zeroPointRowBytes } from './quantize.js';
 
 /**
  * Reverse-mode rules, one per op, registered into the op schemas (ops.ts). Each emits ordinary ONNX ops
@@ -217,8 +218,7 @@ rule('MatMul', (g, n, [gy], w) => {
 /**
  * MatMulNBits (Y = A·Wᵀ, W block-quantised [N, K]) as a frozen base: only dA = dY·W, with W dequantised
  * in the graph from the packed codes, scales and zero points: (codes − zero) · scale, zero 2^(bits−1) by default.
- * The fp32 copy exists one layer
- * at a time while the backward runs, never as a second resident copy of the model.
+ * The fp32 copy exists one layer at a time while the backward runs, never as a second resident copy of the model.
  */
 rule(
   'MatMulNBits',
@@ -249,8 +249,7 @@ rule(
     const q = unpack(packed);
     let zero: Value = k(g, 2 ** (bits - 1), gy!);
     if (n.inputs[3]) {
-      const zRow = Math.ceil((blocks * bits) / 8);
-      const z = g.reshape(unpack(g.reshape(inp(n, 3), [nn, zRow])), [nn, -1]);
+      const z = g.reshape(unpack(g.reshape(inp(n, 3), [nn, zeroPointRowBytes(blocks, bits)])), [nn, -1]);
       zero = g.reshape(g.cast(g.slice(z, [0], [blocks], [1]), gy!.dtype), [nn, blocks, 1]);
     }
     const centred = g.sub(g.cast(g.reshape(q, [nn, blocks, bs]), gy!.dtype), zero);
