@@ -110,6 +110,8 @@ function main(): void {
       vision_tower: { type: 'tfjs-detector', model: 'centernet/centernet.json', input_size: 512, classes: 'classes.json' },
       sam_image_encoder: 'mobilesam_encoder.onnx',
       seg_prompts: { type: 'detector-boxes', min_score: 0.15, relative_score: 0.3, max_boxes: 8, presence_threshold: 0.1 },
+      // Chosen with class-choice.js on training photos (MODEL.md, "Choices").
+      class_choice: { margin: 8, candidates: 5, probe_tokens: 8 },
     },
   };
   writeFileSync(join(out, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);

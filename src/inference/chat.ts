@@ -10,7 +10,8 @@ import { generate, type SamplingOptions } from './generate.js';
 import { llmForward, type KvCache } from './llm.js';
 import { toSegMasks, type SegMask } from './masks.js';
 import { segHiddenPositions, spliceImage } from './multimodal.js';
-import { checkContext, imageRows, namedClasses, presenceGate, segmentFromHidden, type VisualTokens } from './pipeline.js';
+import { detectorGuidance } from './class-choice.js';
+import { checkContext, imageRows, namedClasses, segmentFromHidden, type VisualTokens } from './pipeline.js';
 
 export type ImageInput = string | Uint8Array | RgbImage;
 
@@ -256,7 +257,7 @@ export class ChatSession {
         // No further than the model's positions: the answer stops there (max_new_tokens).
         maxNewTokens: Math.min(opts.maxNewTokens ?? 512, model.config.llama.maxPositionEmbeddings - spliced.length),
         sampling: opts.sampling ?? null,
-        segGate: presenceGate(model, this.image!.encoding),
+        ...(await detectorGuidance(model, this.image!.encoding, prefill, spliced.length - reuse)),
         ...(opts.signal ? { signal: opts.signal } : {}),
         ...(onText
           ? {

@@ -5,6 +5,7 @@ import { selectMaskToken } from '../models/sam/mask-head.js';
 import { segClassProbs, selectSegPrompts } from '../models/seg-prompts.js';
 import type { SegPromptConfig } from '../models/config.js';
 import { chatPrompt, imageQuestion, llavaV1Prompt, wrapImageTokens } from '../text/conversation.js';
+import { detectorGuidance } from './class-choice.js';
 import { collateConversation } from './collate.js';
 import { argmax, generate, type GenerateOptions, type Generation } from './generate.js';
 import { llmForward, type LlmStep } from './llm.js';
@@ -284,7 +285,10 @@ export async function runChat(
 ): Promise<ChatRun> {
   const input = preparePrompt(model, enc, chatPrompt(question, model.config.mmUseImStartEnd));
   const prefill = await llmForward(model.llm, input.embeds, input.length, undefined, debug, debug ? 'all' : 'last');
-  const generation = await generate(model.llm, prefill, input.length, { segGate: presenceGate(model, enc), ...opts });
+  const generation = await generate(model.llm, prefill, input.length, {
+    ...(await detectorGuidance(model, enc, prefill, input.length)),
+    ...opts,
+  });
   const outputIds = [...input.ids, ...generation.tokens];
   const segPositions = segHiddenPositions(outputIds, model.segTokenIdx, imageRows(model));
   const h = model.config.llama.hiddenSize;
@@ -409,7 +413,7 @@ export async function generatedMasks(
     ]),
   );
   const prefill = await llmForward(model.llm, input.embeds, input.length, undefined, false, 'last');
-  const gen = await generate(model.llm, prefill, input.length, { segGate: presenceGate(model, enc), ...opts });
+  const gen = await generate(model.llm, prefill, input.length, { ...(await detectorGuidance(model, enc, prefill, input.length)), ...opts });
   const h = model.config.llama.hiddenSize;
   const idx = gen.tokens.flatMap((t, i) => (t === model.segTokenIdx ? [i] : []));
   const hidden = new Float32Array(idx.length * h);

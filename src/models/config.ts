@@ -86,8 +86,19 @@ export interface SegPromptConfig {
   presenceThreshold: number;
 }
 
+/** The default model's image-grounded class choice (inference/class-choice.ts); absent: the LLM's class stands. */
+export interface ClassChoiceConfig {
+  /** The LLM's class is kept over a seen one only when it is more likely by more than this many nats. */
+  margin: number;
+  /** Seen classes scored, most confident detections first. */
+  candidates: number;
+  /** Greedy tokens read to find the class the LLM names. */
+  probeTokens: number;
+}
+
 export interface TowerConfig {
   vision: DetectorTowerConfig;
+  classChoice: ClassChoiceConfig | null;
   /** An ONNX SAM image encoder in the folder (e.g. MobileSAM's), instead of the checkpoint's ViT. */
   samImageEncoder: string;
   segPrompts: SegPromptConfig;
@@ -117,12 +128,18 @@ function towersFromConfig(c: Record<string, unknown>, dir: string, path: string)
     throw new LisaError(`${classesFile}: must be a JSON list of class names`);
   const p = obj(top.seg_prompts, 'lisa_ts.seg_prompts');
   const where = `${path}: lisa_ts`;
+  const cc = top.class_choice === undefined ? null : obj(top.class_choice, 'lisa_ts.class_choice');
   return {
     vision: {
       model: file(v.model, 'lisa_ts.vision_tower.model'),
       inputSize: int(v, 'input_size', `${where}.vision_tower`),
       classes: classes as string[],
       classesFile,
+    },
+    classChoice: cc && {
+      margin: num(cc, 'margin', `${where}.class_choice`),
+      candidates: int(cc, 'candidates', `${where}.class_choice`, 5),
+      probeTokens: int(cc, 'probe_tokens', `${where}.class_choice`, 8),
     },
     samImageEncoder: file(top.sam_image_encoder, 'lisa_ts.sam_image_encoder'),
     segPrompts: {
