@@ -9,14 +9,7 @@ export interface NounSense {
   words: string[];
   gloss: string;
   hypernym: string[];
-  /** Its kinds (hyponyms: "ambulance" for car), each with its own gloss: more ways to describe the thing. */
-  hyponyms: { words: string[]; gloss: string }[];
-  /** The first word of each of its parts (part meronyms: "pedal" for bicycle). */
-  parts: string[];
 }
-
-/** Kinds read per sense: "person" alone has 400 hyponyms, and a few dozen say enough. */
-const MAX_HYPONYMS = 48;
 
 /** WordNet's lexicographer files for nouns (lexnames): what kind of thing a sense is. */
 export type NounKind = 'artifact' | 'animal' | 'food' | 'person' | 'plant';
@@ -50,27 +43,14 @@ export class WordNet {
     closeSync(this.fd);
   }
 
-  /** One database line; lines of much-linked synsets ("person") run past 10 KB. */
   private line(offset: number): string {
-    let s = '';
-    for (let at = offset; ; at += 4096) {
-      const buf = Buffer.alloc(4096);
-      const n = readSync(this.fd, buf, 0, buf.length, at);
-      const chunk = buf.subarray(0, n).toString('latin1');
-      const nl = chunk.indexOf('\n');
-      if (nl >= 0 || n < buf.length) return s + (nl >= 0 ? chunk.slice(0, nl) : chunk);
-      s += chunk;
-    }
+    const buf = Buffer.alloc(4096);
+    const n = readSync(this.fd, buf, 0, buf.length, offset);
+    const s = buf.subarray(0, n).toString('latin1');
+    return s.slice(0, s.indexOf('\n') >= 0 ? s.indexOf('\n') : s.length);
   }
 
-  private parse(offset: number): {
-    lex: number;
-    words: string[];
-    hypernym: number | null;
-    hyponyms: number[];
-    parts: number[];
-    gloss: string;
-  } {
+  private parse(offset: number): { lex: number; words: string[]; hypernym: number | null; gloss: string } {
     const line = this.line(offset);
     const bar = line.indexOf(' | ');
     const f = line.slice(0, bar < 0 ? line.length : bar).split(' ');
@@ -84,15 +64,9 @@ export class WordNet {
     const at = 4 + 2 * wCnt;
     const pCnt = Number(f[at]);
     let hypernym: number | null = null;
-    const hyponyms: number[] = [],
-      parts: number[] = [];
     for (let i = 0; i < pCnt; i++) {
       const sym = f[at + 1 + 4 * i]!;
-      const target = Number(f[at + 2 + 4 * i]);
-      if (f[at + 3 + 4 * i] !== 'n') continue;
-      if (sym === '@' && hypernym === null) hypernym = target;
-      else if (sym === '~' && hyponyms.length < MAX_HYPONYMS) hyponyms.push(target);
-      else if (sym === '%p') parts.push(target);
+      if (sym === '@' && hypernym === null) hypernym = Number(f[at + 2 + 4 * i]);
     }
     const gloss =
       bar < 0
@@ -101,7 +75,7 @@ export class WordNet {
             .slice(bar + 3)
             .split(';')[0]!
             .trim();
-    return { lex, words, hypernym, hyponyms, parts, gloss };
+    return { lex, words, hypernym, gloss };
   }
 
   /** The most frequent sense of `lemma` (spaces or underscores) of the given kind, or null. */
@@ -110,13 +84,7 @@ export class WordNet {
     for (const o of offsets) {
       const s = this.parse(o);
       if (s.lex !== LEX[kind]) continue;
-      return {
-        words: s.words,
-        gloss: s.gloss,
-        hypernym: s.hypernym === null ? [] : this.parse(s.hypernym).words,
-        hyponyms: s.hyponyms.map((o) => this.parse(o)).map((h) => ({ words: h.words, gloss: h.gloss })),
-        parts: s.parts.map((o) => this.parse(o).words[0]!),
-      };
+      return { words: s.words, gloss: s.gloss, hypernym: s.hypernym === null ? [] : this.parse(s.hypernym).words };
     }
     return null;
   }
