@@ -1,6 +1,7 @@
 import type { ImageEncoding, LisaModel } from '../models/lisa.js';
 import { generate, type GenerateOptions } from './generate.js';
-import { llmForward, type LlmStep } from './llm.js';
+import { llmForward, logitsRow, type LlmStep } from './llm.js';
+import { logSumExp } from './losses.js';
 import { namedClass, presenceGate } from './pipeline.js';
 
 /** A class the answer could name, with the LLM's log-probability of the answer's opening for it. */
@@ -30,22 +31,16 @@ function opening(model: LisaModel, cls: number, withSeg: boolean): number[] {
 /** A prefill that another generation may extend without touching this one's buffers. */
 const fork = (prefill: LlmStep): LlmStep => ({ ...prefill, cache: prefill.cache.truncate(prefill.cache.length) });
 
-function logSoftmaxAt(row: Float32Array, id: number): number {
-  let m = -Infinity;
-  for (const v of row) m = Math.max(m, v);
-  let z = 0;
-  for (const v of row) z += Math.exp(v - m);
-  return row[id]! - m - Math.log(z);
-}
+/** log softmax(row)[id]. */
+const logProbAt = (row: Float32Array, id: number): number => row[id]! - logSumExp(row);
 
 /** log p(ids | prompt) under the LLM, from the prompt's prefill (one forward over the ids). */
 export async function sequenceLogProb(model: LisaModel, prefill: LlmStep, promptLength: number, ids: number[]): Promise<number> {
   const v = model.config.llama.vocabSize;
-  const last = prefill.logits.subarray((promptLength - 1 - prefill.logitsFrom) * v, (promptLength - prefill.logitsFrom) * v);
-  let lp = logSoftmaxAt(last, ids[0]!);
+  let lp = logProbAt(logitsRow(prefill, promptLength - 1, v), ids[0]!);
   if (ids.length > 1) {
     const step = await llmForward(model.llm, model.embedTokens(ids.slice(0, -1)), ids.length - 1, fork(prefill).cache);
-    for (let i = 1; i < ids.length; i++) lp += logSoftmaxAt(step.logits.subarray((i - 1) * v, i * v), ids[i]!);
+    for (let i = 1; i < ids.length; i++) lp += logProbAt(step.logits.subarray((i - 1) * v, i * v), ids[i]!);
   }
   return lp;
 }

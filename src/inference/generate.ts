@@ -1,6 +1,6 @@
 import { LisaError } from '../errors.js';
 import type { LlamaCausalLM } from '../models/llama-causal-lm.js';
-import { llmForward, type KvCache, type LlmStep } from './llm.js';
+import { llmForward, logitsRow, type KvCache, type LlmStep } from './llm.js';
 
 export interface SamplingOptions {
   temperature: number;
@@ -116,7 +116,7 @@ export async function generate(lm: LlamaCausalLM, prefill: LlmStep, promptLength
   const stepLogits: Float32Array[] = [];
   let cache = prefill.cache;
   let lastHidden = prefill.hidden.subarray((promptLength - 1) * h, promptLength * h);
-  let lastLogits = prefill.logits.subarray((promptLength - 1 - prefill.logitsFrom) * v, (promptLength - prefill.logitsFrom) * v);
+  let lastLogits = logitsRow(prefill, promptLength - 1, v);
   let stopped: Generation['stopped'] = 'max_new_tokens';
   for (let i = 0; i < max; i++) {
     if (opts.signal?.aborted) {

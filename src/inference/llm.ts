@@ -85,6 +85,11 @@ export interface LlmStep {
   cache: KvCache;
 }
 
+/** The logits row of `position` (counted within the step's input) of a step that kept rows from logitsFrom on. */
+export function logitsRow(step: LlmStep, position: number, vocab: number): Float32Array {
+  return step.logits.subarray((position - step.logitsFrom) * vocab, (position - step.logitsFrom + 1) * vocab);
+}
+
 export function emptyCache(lm: LlamaCausalLM): KvCache {
   const c = lm.config;
   return KvCache.empty(c.numLayers, c.numKvHeads, c.hiddenSize / c.numHeads);
