@@ -2,7 +2,7 @@
  * `npm run bench`: speed and memory at full size on this machine, each row beside its baseline.
  *
  *   npm run bench -- [--dir /work/full] [--model LISA-7B-v1] [--only bandwidth,sam-encoder,sam-encoder-int8,clip,llm-7b,e2e-7b,
- *                    quant-accuracy] [--llm-formats int4,int4-q4_0] [--json FILE] [--threads N]
+ *                    quant-accuracy,decode-attention] [--llm-formats int4,int4-q4_0] [--json FILE] [--threads N]
  *
  * Needs the generated checkpoint (node dist/bench/make-checkpoint.js --out DIR [--size 13b]); the 13B rows are
  * named llm-13b / e2e-13b with --model LISA-13B-llama2-v1. Every component runs in a child process of its own,
@@ -33,6 +33,7 @@ import type { Row } from './row.js';
 import { trainBenchTiny, trainBench7b } from './train-bench.js';
 import { defaultModelBench } from './default-model-bench.js';
 import { CANDIDATES, quantAccuracy } from './quant-accuracy.js';
+import { decodeAttentionBench } from './decode-attention.js';
 import { quantTag, type QuantSpec } from '../src/graph/quantize.js';
 
 interface LlamaCppResult {
@@ -64,6 +65,7 @@ const E2E_QUESTION = 'What is the object that can carry cargo in this image? Ple
 /** What the child for one component measures; returns its rows. */
 const components: Record<string, () => Promise<Row[]>> = {
   'quant-accuracy': () => quantAccuracy(threads),
+  'decode-attention': () => decodeAttentionBench(threads),
   'default-model': () => defaultModelBench({ threads, ...(get('--default-model') ? { modelDir: get('--default-model')! } : {}) }),
   async bandwidth() {
     const engine = new Engine({ threads });
@@ -347,7 +349,7 @@ async function main(): Promise<void> {
   }
   const only = get('--only')?.split(',');
   // train-tiny runs on the fixtures alone; everything else needs the generated full-size checkpoint.
-  const fullSize = !only || only.some((n) => !['train-tiny', 'default-model', 'quant-accuracy'].includes(n));
+  const fullSize = !only || only.some((n) => !['train-tiny', 'default-model', 'quant-accuracy', 'decode-attention'].includes(n));
   if (fullSize && !dir) {
     process.stderr.write(
       'bench: give --dir DIR (or LISA_BENCH_DIR): the folder of the generated full-size checkpoint (node ' +
@@ -371,6 +373,7 @@ async function main(): Promise<void> {
     'train-7b',
     'default-model',
     'quant-accuracy',
+    'decode-attention',
   ];
   for (const n of only ?? [])
     if (!names.includes(n)) {

@@ -3,7 +3,7 @@ import { after, describe, it } from 'node:test';
 import { join } from 'node:path';
 import { Graph } from '../src/graph/graph.js';
 import type { Value } from '../src/graph/ir.js';
-import { addDecomposedRelPos, applyRotary, cachedAttention, F32_MIN, relPosAttention, relPosAttentionScores, attention, linear, mergeHeads, rotary, rotaryCosSin, rotaryFused, splitHeads, windowPartition, windowUnpartition } from '../src/graph/nn.js';
+import { addDecomposedRelPos, applyRotary, cacheMask, cachedAttention, F32_MIN, relPosAttention, relPosAttentionScores, attention, linear, mergeHeads, rotary, rotaryCosSin, rotaryFused, splitHeads, windowPartition, windowUnpartition } from '../src/graph/nn.js';
 import { Engine } from '../src/graph/session.js';
 import { f32, i64, type HostTensor } from '../src/graph/tensor.js';
 import * as R from './reference.js';
@@ -236,31 +236,36 @@ describe('attention and rotary', () => {
     assert.deepEqual([...step.present_k!.shape], [1, heads, total, hd]);
   });
 
-  it('attention over a capacity-padded head-major cache equals causal attention over the whole sequence (GQA, garbage in spare slots)', async () => {
-    const heads = 4, kvHeads = 2, d = 3, past = 3, s = 2, cap = 6, total = past + s;
-    const q = rand([1, heads, s, d]), k = rand([1, kvHeads, total, d]), v = rand([1, kvHeads, total, d]);
-    // The cache holds the first `past` positions; its spare slots hold large junk that must be ignored.
-    const pack = (x: typeof k): Float32Array => {
-      const b = new Float32Array(kvHeads * cap * d).fill(1e3);
-      for (let h = 0; h < kvHeads; h++) b.set(x.data.subarray(h * total * d, (h * total + past) * d), h * cap * d);
-      return b;
-    };
-    const newRows = (x: typeof k): Float32Array => {
-      const b = new Float32Array(kvHeads * s * d);
-      for (let h = 0; h < kvHeads; h++) b.set(x.data.subarray((h * total + past) * d, (h + 1) * total * d), h * s * d);
-      return b;
-    };
-    const g = new Graph('cached_attention');
-    const vq = g.input('q', 'float32', [1, heads, 's', d]);
-    const kn = g.input('k_new', 'float32', [1, kvHeads, 's', d]), vn = g.input('v_new', 'float32', [1, kvHeads, 's', d]);
-    const pk = g.input('past_k', 'float32', [1, kvHeads, 'cap', d]), pv = g.input('past_v', 'float32', [1, kvHeads, 'cap', d]);
-    const mask = g.input('mask', 'float32', [1, 'cap']);
-    g.output(cachedAttention(g, vq, kn, vn, pk, pv, mask), 'out');
-    const m = new Float32Array(cap).fill(F32_MIN); m.fill(0, 0, past);
-    const o = await run(g, { q: feed(q), k_new: f32([1, kvHeads, s, d], newRows(k)), v_new: f32([1, kvHeads, s, d], newRows(v)), past_k: f32([1, kvHeads, cap, d], pack(k)), past_v: f32([1, kvHeads, cap, d], pack(v)), mask: f32([1, cap], m) });
-    // Reference: the s queries as the last positions of causal attention over all of them (GQA by head groups).
-    close(o.out!, refAttention(q, k, v, true));
-  });
+  for (const past of [3, 0])
+    it(`attention over ${past ? 'a' : 'an empty'} seq-major cache view (masked) equals causal attention over the whole sequence (GQA)`, async () => {
+      const heads = 4, kvHeads = 2, d = 3, s = 2, total = past + s;
+      const q = rand([1, heads, s, d]), k = rand([1, kvHeads, total, d]), v = rand([1, kvHeads, total, d]);
+      // [1, H, T, D] head-major reference layout → rows t0..t1 as [t1 - t0, H·D] (seq-major, what the cache holds).
+      const seqMajor = (x: R.Nd, t0: number, t1: number): Float32Array => {
+        const h = x.shape[1]!, out = new Float32Array((t1 - t0) * h * d);
+        for (let t = t0; t < t1; t++) for (let i = 0; i < h; i++) out.set(x.data.subarray((i * total + t) * d, (i * total + t + 1) * d), ((t - t0) * h + i) * d);
+        return out;
+      };
+      const qRows = new Float32Array(s * heads * d);
+      for (let t = 0; t < s; t++) for (let i = 0; i < heads; i++) qRows.set(q.data.subarray((i * s + t) * d, (i * s + t + 1) * d), (t * heads + i) * d);
+      const g = new Graph('cached_attention');
+      const vq = g.input('q', 'float32', [1, 's', heads * d]);
+      const kn = g.input('k_new', 'float32', [1, 's', kvHeads * d]), vn = g.input('v_new', 'float32', [1, 's', kvHeads * d]);
+      const pk = g.input('past_k', 'float32', ['past', kvHeads, d]), pv = g.input('past_v', 'float32', ['past', kvHeads, d]);
+      const mask = cacheMask(g, g.input('past_mask', 'float32', [1, 'past']), vq);
+      g.output(g.transpose(g.reshape(cachedAttention(g, vq, kn, vn, pk, pv, mask), [0, 0, heads, d]), [0, 2, 1, 3]), 'out');
+      const o = await run(g, {
+        q: f32([1, s, heads * d], qRows),
+        k_new: f32([1, s, kvHeads * d], seqMajor(k, past, total)),
+        v_new: f32([1, s, kvHeads * d], seqMajor(v, past, total)),
+        // An empty cache is one junk row that the mask hides (as KvCache feeds it).
+        past_k: past ? f32([past, kvHeads, d], seqMajor(k, 0, past)) : f32([1, kvHeads, d], new Float32Array(kvHeads * d).fill(1e3)),
+        past_v: past ? f32([past, kvHeads, d], seqMajor(v, 0, past)) : f32([1, kvHeads, d], new Float32Array(kvHeads * d).fill(1e3)),
+        past_mask: f32([1, Math.max(past, 1)], new Float32Array(Math.max(past, 1)).fill(past ? 0 : F32_MIN)),
+      });
+      // Reference: the s queries as the last positions of causal attention over all of them (GQA by head groups).
+      close(o.out!, refAttention(q, k, v, true));
+    });
 
   it('rotary embedding equals HF LLaMA rotate_half, and the fused op agrees', async () => {
     const b = 2, h = 3, s = 5, d = 8, base = 10000;

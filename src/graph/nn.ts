@@ -1,5 +1,5 @@
 import type { Graph } from './graph.js';
-import { attr, type Value } from './ir.js';
+import { attr, type Attr, type Value } from './ir.js';
 import { MS_DOMAIN } from './ops.js';
 
 /**
@@ -56,36 +56,69 @@ export function attention(g: Graph, q: Value, k: Value, v: Value, opts: Attentio
   return g.matmul(g.softmax(scores, -1), v);
 }
 
+/** onnxruntime's FusedMatMul (see its schema in ops.ts): `alpha`·(a' @ b') with the operands' batch/matrix transposes. */
+export function fusedMatMul(
+  g: Graph,
+  a: Value,
+  b: Value,
+  opts: { alpha?: number; transA?: boolean; transB?: boolean; transBatchA?: boolean; transBatchB?: boolean },
+): Value {
+  const flag = (on: boolean | undefined): Attr => attr.i(on ? 1 : 0);
+  const attrs = {
+    alpha: attr.f(opts.alpha ?? 1),
+    transA: flag(opts.transA),
+    transB: flag(opts.transB),
+    transBatchA: flag(opts.transBatchA),
+    transBatchB: flag(opts.transBatchB),
+  };
+  return g.node('FusedMatMul', [a, b], attrs, MS_DOMAIN)[0]!;
+}
+
 /**
- * Decoder self-attention over a KV cache that is read in place: `pastK`/`pastV` [B, Hkv, C, D] are the
- * caller's capacity-padded, head-major cache buffers (fed zero-copy; slots ≥ the cached length hold anything)
- * and `pastMask` [1, C] is 0 for the cached slots and F32_MIN for the rest. The S new keys/values
- * [B, Hkv, S, D] attend causally among themselves. The softmax runs over [past | new] without concatenating
- * the cache (a Concat + Transpose copied every layer's whole cache each token: 45 ms of a 7B decode step);
- * HF's scores/√D, F32_MIN masking and float32 softmax, with the normalisation applied after the
- * probability-weighted sum. GQA groups the H/Hkv query heads of each kv head (HF's repeat_kv order).
+ * Decoder self-attention over a KV cache read in place. `q` [1, S, H·D] and this call's `kNew`/`vNew`
+ * [1, S, Hkv·D] are the projections (rotary applied); `pastK`/`pastV` [T, Hkv, D] are the T cached positions,
+ * seq-major: zero-copy views of the caller's buffers, so a step reads no spare capacity and appending a step's
+ * rows is one contiguous copy; FusedMatMul's batch transpose reads them as [Hkv, T, D] without a copy.
+ * `mask` (cacheMask: one per graph, shared by the layers) is additive over [past | new]: 0 or F32_MIN over the
+ * past (an empty cache is fed as one masked row: onnxruntime's kernels fault on a zero-length axis) and causal
+ * over the new rows. One float32 softmax over the concatenated scores — they are small,
+ * the cache is not (concatenating it copied every layer's cache each token: 45 ms of a 7B decode step).
+ * HF's scores/√D and F32_MIN masking; GQA groups the H/Hkv query heads of each kv head (HF's repeat_kv
+ * order). Returns [1, S, H·D].
  */
-export function cachedAttention(g: Graph, q: Value, kNew: Value, vNew: Value, pastK: Value, pastV: Value, pastMask: Value): Value {
-  const heads = q.shape[1] as number,
-    kvHeads = kNew.shape[1] as number,
-    hd = q.shape[3] as number;
-  if (heads % kvHeads !== 0) throw new Error(`attention: ${heads} query heads do not divide into ${kvHeads} kv heads`);
+export function cachedAttention(g: Graph, q: Value, kNew: Value, vNew: Value, pastK: Value, pastV: Value, mask: CacheMask): Value {
+  const kvHeads = pastK.shape[1] as number,
+    hd = pastK.shape[2] as number;
+  const heads = (q.shape[2] as number) / hd;
+  if (!Number.isInteger(heads) || heads % kvHeads !== 0)
+    throw new Error(`attention: ${q.shape[2]} query channels do not split into heads of ${hd} grouped by ${kvHeads} kv heads`);
   const n = heads / kvHeads;
-  // GQA: [B, H, S, D] → [B, Hkv, n, S, D] against keys [B, Hkv, 1, T, D] (broadcast, not repeated).
-  const grouped = (x: Value): Value => (n === 1 ? x : g.unsqueeze(x, [2]));
-  const qx = n === 1 ? q : g.reshape(q, [0, kvHeads, n, -1, hd]);
-  const kT = (k: Value): Value => g.transpose(grouped(k), n === 1 ? [0, 1, 3, 2] : [0, 1, 2, 4, 3]);
-  const root = g.scalar(Math.sqrt(hd));
-  const sPast = g.add(g.div(g.matmul(qx, kT(pastK)), root), pastMask);
-  const sNew = g.add(g.div(g.matmul(qx, kT(kNew)), root), causalMask(g, kNew, kNew));
-  const mPast = g.reduceMax(sPast, [-1]),
-    mNew = g.reduceMax(sNew, [-1]);
-  const m = g.where(g.greater(mPast, mNew), mPast, mNew);
-  const ePast = g.exp(g.sub(sPast, m)),
-    eNew = g.exp(g.sub(sNew, m));
-  const z = g.add(g.reduceSum(ePast, [-1]), g.reduceSum(eNew, [-1]));
-  const out = g.div(g.add(g.matmul(ePast, grouped(pastV)), g.matmul(eNew, grouped(vNew))), z);
-  return n === 1 ? out : g.reshape(out, [0, heads, -1, hd]);
+  // Rows [R, Hkv, group, D]; transBatch makes them [Hkv, group, R, D] (read strided, in place).
+  const qg = g.reshape(q, [-1, kvHeads, n, hd]);
+  const rows = (x: Value): Value => g.reshape(x, [-1, kvHeads, 1, hd]);
+  const scores = (k: Value): Value =>
+    fusedMatMul(g, qg, rows(k), { alpha: 1 / Math.sqrt(hd), transBatchA: true, transBatchB: true, transB: true });
+  const sPast = scores(pastK),
+    sNew = scores(kNew);
+  const p = g.softmax(g.add(g.concat([sPast, sNew], -1), mask.mask), -1);
+  const [pPast, pNew] = g.node('Split', [p, mask.sizes], { axis: attr.i(-1) }, '', undefined, [sPast.shape, sNew.shape]);
+  const weighted = (pr: Value, v: Value): Value => fusedMatMul(g, pr, rows(v), { transBatchB: true });
+  const out = g.add(weighted(pPast!, pastV), weighted(pNew!, vNew)); // [Hkv, n, S, D]
+  return g.reshape(g.transpose(out, [2, 0, 1, 3]), [1, -1, heads * hd]);
+}
+
+/** cachedAttention's mask [S, T + S] over [past | new], and the split sizes [T, S] of its last axis. */
+export interface CacheMask {
+  mask: Value;
+  sizes: Value;
+}
+
+/** The CacheMask of the cache's `pastMask` [1, T] and the new rows `x` [1, S, ..]. */
+export function cacheMask(g: Graph, pastMask: Value, x: Value): CacheMask {
+  const s = g.dimOf(x, 1),
+    t = g.dimOf(pastMask, 1);
+  const mask = g.concat([g.expandTo(pastMask, [s, t]), causalMask(g, x, x, 1)], -1);
+  return { mask, sizes: g.concat([t, s], 0) };
 }
 
 function repeatKv(g: Graph, x: Value, n: number): Value {
@@ -95,10 +128,13 @@ function repeatKv(g: Graph, x: Value, n: number): Value {
   return g.reshape(e, [0, h * n, -1, d]);
 }
 
-/** [S, T] additive mask: 0 where key j <= (T - S) + i, F32_MIN elsewhere. S and T may be symbolic. */
-export function causalMask(g: Graph, q: Value, k: Value): Value {
-  const s = g.gather(g.shapeOf(q), g.constant('int64', [], [2]));
-  const t = g.gather(g.shapeOf(k), g.constant('int64', [], [2]));
+/**
+ * [S, T] additive mask: 0 where key j <= (T - S) + i, F32_MIN elsewhere, with S and T the sizes of `q`'s and
+ * `k`'s axis `axis` (the sequence axis: 2 of [B, H, S, D]). S and T may be symbolic.
+ */
+export function causalMask(g: Graph, q: Value, k: Value, axis = 2): Value {
+  const s = g.gather(g.shapeOf(q), g.constant('int64', [], [axis]));
+  const t = g.gather(g.shapeOf(k), g.constant('int64', [], [axis]));
   const one = g.constant('int64', [], [1]);
   const rows = g.range(g.sub(t, s), t, one); // absolute positions of the queries
   const cols = g.range(g.constant('int64', [], [0]), t, one);

@@ -174,6 +174,27 @@ define('MatMul', (ins) => {
   const batch = broadcastShapes('MatMul', a.shape.slice(0, -2), b.shape.slice(0, -2));
   return [{ dtype: a.dtype, shape: [...batch, a.shape[a.shape.length - 2]!, b.shape[b.shape.length - 1]!] }];
 });
+// onnxruntime's MatMul with the operands' transposes folded in: transBatch moves an operand's first axis to just
+// before its last ([d0, d1, .., dn-2, dn-1] → [d1, .., dn-2, d0, dn-1]), then trans swaps the last two; alpha scales.
+// The kernel reads the strided operand in place: a seq-major KV cache [T, H, D] is attended as [H, T, D], no copy.
+define(
+  'FusedMatMul',
+  (ins, attrs) => {
+    const view = (v: Value, batchT: number, t: number): Shape => {
+      let s = [...v.shape];
+      if (s.length < 2) throw new Error('FusedMatMul: operands must be at least 2-D here');
+      if (batchT) s = [...s.slice(1, -1), s[0]!, s[s.length - 1]!];
+      if (t) s = [...s.slice(0, -2), s[s.length - 1]!, s[s.length - 2]!];
+      return s;
+    };
+    const a = view(req(ins[0]!, 'FusedMatMul', 0), intAttr(attrs, 'transBatchA', 0), intAttr(attrs, 'transA', 0));
+    const b = view(req(ins[1]!, 'FusedMatMul', 1), intAttr(attrs, 'transBatchB', 0), intAttr(attrs, 'transB', 0));
+    const batch = broadcastShapes('FusedMatMul', a.slice(0, -2), b.slice(0, -2));
+    return [{ dtype: ins[0]!.dtype, shape: [...batch, a[a.length - 2]!, b[b.length - 1]!] }];
+  },
+  MS_DOMAIN,
+  1,
+);
 define('Gemm', (ins, attrs) => {
   const a = req(ins[0]!, 'Gemm', 0),
     b = req(ins[1]!, 'Gemm', 1);

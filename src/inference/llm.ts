@@ -3,10 +3,11 @@ import { f32, hostTensor, type HostTensor } from '../graph/tensor.js';
 import type { LlamaCausalLM } from '../models/llama-causal-lm.js';
 
 /**
- * Keys and values of every layer for the positions seen so far, head-major with spare capacity
- * ([kvHeads, capacity, headDim] per layer): the buffers are fed to onnxruntime as they are (zero-copy) with a
- * mask over the unused slots, and a step's rows are copied into place, so nothing copies the whole cache per
- * token. A cache state is consumed by the next forward (which may append into the same buffers).
+ * Keys and values of every layer for the positions seen so far, seq-major with spare capacity
+ * ([capacity, kvHeads, headDim] per layer): the first `length` rows are fed to onnxruntime as views of the
+ * buffers (zero-copy, exactly the cached positions), and a step's rows are copied in after them (one copy
+ * per layer), so nothing copies the whole cache per token. A cache state is consumed by the next forward
+ * (which may append into the same buffers).
  */
 export class KvCache {
   /** `shared`: the buffers may be in use by another cache state, so appending copies them first. */
@@ -21,9 +22,8 @@ export class KvCache {
   ) {}
 
   static empty(layers: number, kvHeads: number, headDim: number): KvCache {
-    // One masked slot: the graph's softmax takes a max over the cache axis, which must not be empty.
-    const buf = (): Float32Array => new Float32Array(kvHeads * headDim);
-    return new KvCache(Array.from({ length: layers }, buf), Array.from({ length: layers }, buf), 0, 1, kvHeads, headDim);
+    const buf = (): Float32Array => new Float32Array(0);
+    return new KvCache(Array.from({ length: layers }, buf), Array.from({ length: layers }, buf), 0, 0, kvHeads, headDim);
   }
 
   /** The first `length` positions (a prefix shared with a new prompt); safe to keep and reuse. */
@@ -31,20 +31,20 @@ export class KvCache {
     return new KvCache(this.keys, this.values, Math.min(length, this.length), this.capacity, this.kvHeads, this.headDim, true);
   }
 
-  /** This cache plus `rows` new positions per layer, given as [kvHeads, rows, headDim]. */
+  /** This cache plus `rows` new positions per layer, given as [rows, kvHeads, headDim]. */
   append(newKeys: Float32Array[], newValues: Float32Array[], rows: number): KvCache {
-    const { kvHeads: h, headDim: d, length: len } = this;
+    const row = this.kvHeads * this.headDim,
+      len = this.length;
     const need = len + rows;
-    // Room for growth: a decode step that has to grow the buffers copies the whole cache (1 s at 320
-    // positions of a 7B, measured), so grow ahead.
+    // Room for growth: a decode step that has to grow the buffers copies the whole cache, so grow ahead.
     const cap = need > this.capacity ? Math.max(need + 128, Math.ceil(this.capacity * 1.5)) : this.capacity;
     const place = (buf: Float32Array, add: Float32Array): Float32Array => {
       let b = buf;
       if (cap !== this.capacity || this.shared) {
-        b = new Float32Array(h * cap * d);
-        for (let i = 0; i < h; i++) b.set(buf.subarray(i * this.capacity * d, (i * this.capacity + len) * d), i * cap * d);
+        b = new Float32Array(cap * row);
+        b.set(buf.subarray(0, len * row));
       }
-      for (let i = 0; i < h; i++) b.set(add.subarray(i * rows * d, (i + 1) * rows * d), (i * cap + len) * d);
+      b.set(add.subarray(0, rows * row), len * row);
       return b;
     };
     return new KvCache(
@@ -52,8 +52,8 @@ export class KvCache {
       this.values.map((v, i) => place(v, newValues[i]!)),
       need,
       cap,
-      h,
-      d,
+      this.kvHeads,
+      this.headDim,
     );
   }
 
@@ -62,16 +62,21 @@ export class KvCache {
     return [...this.keys, ...this.values].reduce((n, b) => n + b.byteLength, 0);
   }
 
+  /**
+   * Layer `layer`'s cached rows [length, kvHeads, headDim], as views of the buffers; an empty cache is one
+   * zero row that mask() hides (onnxruntime faults on a zero-length axis).
+   */
   feed(layer: number): { key: HostTensor; value: HostTensor } {
-    const shape = [1, this.kvHeads, this.capacity, this.headDim];
-    return { key: f32(shape, this.keys[layer]!), value: f32(shape, this.values[layer]!) };
+    const rows = Math.max(this.length, 1),
+      n = rows * this.kvHeads * this.headDim;
+    const view = (b: Float32Array): HostTensor =>
+      f32([rows, this.kvHeads, this.headDim], this.length ? b.subarray(0, n) : new Float32Array(n));
+    return { key: view(this.keys[layer]!), value: view(this.values[layer]!) };
   }
 
-  /** [1, capacity]: 0 over the cached positions, F32_MIN over the spare slots. */
+  /** [1, rows fed]: 0 over the cached positions; F32_MIN over an empty cache's one row. */
   mask(): HostTensor {
-    const m = new Float32Array(this.capacity).fill(F32_MIN);
-    m.fill(0, 0, this.length);
-    return f32([1, this.capacity], m);
+    return f32([1, Math.max(this.length, 1)], new Float32Array(Math.max(this.length, 1)).fill(this.length ? 0 : F32_MIN));
   }
 }
 
@@ -109,12 +114,12 @@ export async function llmForward(
   const s = await lm.sessionPromise(debug);
   const feeds: Record<string, HostTensor> = {
     inputs_embeds: f32([1, seq, c.hiddenSize], embeds),
+    past_mask: cache.mask(),
     position_ids: hostTensor(
       'int64',
       [1, seq],
       BigInt64Array.from({ length: seq }, (_, i) => BigInt(cache.length + i)),
     ),
-    past_mask: cache.mask(),
     logit_rows: hostTensor(
       'int64',
       [seq - logitsFrom],

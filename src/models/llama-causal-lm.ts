@@ -37,10 +37,10 @@ export class LlamaCausalLM {
     const pk: Value[] = [],
       pv: Value[] = [];
     for (let i = 0; i < c.numLayers; i++) {
-      pk.push(g.input(`past_key_${i}`, 'float32', [1, c.numKvHeads, 'capacity', hd]));
-      pv.push(g.input(`past_value_${i}`, 'float32', [1, c.numKvHeads, 'capacity', hd]));
+      pk.push(g.input(`past_key_${i}`, 'float32', ['past', c.numKvHeads, hd]));
+      pv.push(g.input(`past_value_${i}`, 'float32', ['past', c.numKvHeads, hd]));
     }
-    const mask = g.input('past_mask', 'float32', [1, 'capacity']);
+    const mask = g.input('past_mask', 'float32', [1, 'past']);
     const rows = g.input('logit_rows', 'int64', ['rows']);
     const io = llamaDecoder(g, new ModuleWeights(this.ckpt, '', this.quant), c, embeds, pos, pk, pv, mask, rows);
     g.output(io.hidden, 'hidden');

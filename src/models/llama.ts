@@ -1,6 +1,6 @@
 import type { Graph } from '../graph/graph.js';
 import type { Value } from '../graph/ir.js';
-import { cachedAttention, mergeHeads, rotaryFused, splitHeads } from '../graph/nn.js';
+import { cacheMask, cachedAttention, rotaryFused } from '../graph/nn.js';
 import type { LlamaConfig } from './config.js';
 import type { ModuleWeights } from './module.js';
 
@@ -23,12 +23,15 @@ export function rotaryTables(headDim: number, maxPos: number, base: number): { c
   return { cos, sin };
 }
 
-/** Self-attention over this call's queries/keys/values [B, heads, S, hd] (a KV cache or the whole sequence). */
+/**
+ * Self-attention over this call's queries/keys/values [B, S, heads·hd] (rotary applied; a KV cache or the whole
+ * sequence); returns [B, S, heads·hd].
+ */
 export type SelfAttention = (q: Value, k: Value, v: Value, layer: number) => Value;
 
 export interface LlamaModelIO {
   hidden: Value; // final-norm hidden states [B, S, H]
-  /** Each layer's keys (after rotary) and values, [B, kvHeads, S, headDim]. */
+  /** Each layer's keys (after rotary) and values, [B, S, kvHeads·headDim]. */
   keys: Value[];
   values: Value[];
   layerOutputs: Value[];
@@ -65,8 +68,7 @@ export function llamaModel(
   attend: SelfAttention,
 ): LlamaModelIO {
   const heads = cfg.numHeads,
-    kvHeads = cfg.numKvHeads,
-    hd = cfg.hiddenSize / heads;
+    kvHeads = cfg.numKvHeads;
   const rot = rotaryCaches(g, cfg);
   const model = w.sub('model');
   let x = inputsEmbeds;
@@ -76,12 +78,12 @@ export function llamaModel(
   for (let i = 0; i < cfg.numLayers; i++) {
     const l = model.sub('layers').sub(i);
     const h = g.rmsNorm(x, l.param(g, 'input_layernorm.weight'), cfg.rmsNormEps);
-    const q = splitHeads(g, rotaryFused(g, l.linear(g, h, 'self_attn.q_proj'), positionIds, rot.cos, rot.sin, heads), heads, hd);
-    const k = splitHeads(g, rotaryFused(g, l.linear(g, h, 'self_attn.k_proj'), positionIds, rot.cos, rot.sin, kvHeads), kvHeads, hd);
-    const v = splitHeads(g, l.linear(g, h, 'self_attn.v_proj'), kvHeads, hd);
+    const q = rotaryFused(g, l.linear(g, h, 'self_attn.q_proj'), positionIds, rot.cos, rot.sin, heads);
+    const k = rotaryFused(g, l.linear(g, h, 'self_attn.k_proj'), positionIds, rot.cos, rot.sin, kvHeads);
+    const v = l.linear(g, h, 'self_attn.v_proj');
     keys.push(k);
     values.push(v);
-    x = g.add(x, l.linear(g, mergeHeads(g, attend(q, k, v, i), heads, hd), 'self_attn.o_proj'));
+    x = g.add(x, l.linear(g, attend(q, k, v, i), 'self_attn.o_proj'));
     const m = g.rmsNorm(x, l.param(g, 'post_attention_layernorm.weight'), cfg.rmsNormEps);
     x = g.add(x, l.linear(g, g.mul(g.silu(l.linear(g, m, 'mlp.gate_proj')), l.linear(g, m, 'mlp.up_proj')), 'mlp.down_proj'));
     layerOutputs.push(x);
@@ -101,19 +103,20 @@ export function lmHead(g: Graph, w: ModuleWeights, cfg: LlamaConfig, rows: Value
 export interface LlamaGraphIO {
   hidden: Value; // final-norm hidden states [B, S, H]
   logits: Value; // [B, R, V] for the R positions in `logitRows`
-  /** This call's keys (after rotary) and values per layer, [B, kvHeads, S, headDim]: the cache grows by these. */
+  /** This call's keys (after rotary) and values per layer, [B, S, kvHeads·headDim]: the cache grows by these. */
   newKeys: Value[];
   newValues: Value[];
   layerOutputs: Value[];
 }
 
 /**
- * LlamaModel + lm_head over `inputsEmbeds` [B, S, H] with a KV cache: `pastKeys[i]`/`pastValues[i]` are
- * [B, kvHeads, C, headDim] head-major buffers of capacity C ≥ 1, of which the slots where `pastMask` [1, C]
- * is 0 hold the P cached positions (see cachedAttention); positions are P..P+S-1 given as `positionIds`
- * [B, S] int64. Only the S new key/value rows are outputs: onnxruntime-node returns outputs slowly, so the
- * cache lives with the caller, who appends them and feeds the buffers back as inputs (zero-copy).
- * The reference (LISA's generate) runs without a cache; with one, every position's values are the same.
+ * LlamaModel + lm_head over `inputsEmbeds` [1, S, H] with a KV cache: `pastKeys[i]`/`pastValues[i]` are the
+ * P cached positions [P, kvHeads, headDim], seq-major, and `pastMask` [1, P] is 0 over them (an empty cache: one
+ * row, masked with F32_MIN; see cachedAttention); positions are P..P+S-1 given as
+ * `positionIds` [1, S] int64. Only the S new key/value rows are outputs: onnxruntime-node copies every output
+ * (pre-allocated ones too), so the cache lives with the caller, who appends them and feeds views of its
+ * buffers back as inputs (zero-copy). The reference (LISA's generate) runs without a cache; with one, every
+ * position's values are the same.
  */
 export function llamaDecoder(
   g: Graph,
@@ -126,8 +129,9 @@ export function llamaDecoder(
   pastMask: Value,
   logitRows: Value,
 ): LlamaGraphIO {
+  const mask = cacheMask(g, pastMask, inputsEmbeds); // the same for every layer: built once
   const io = llamaModel(g, w, cfg, inputsEmbeds, positionIds, (q, k, v, i) =>
-    cachedAttention(g, q, k, v, pastKeys[i]!, pastValues[i]!, pastMask),
+    cachedAttention(g, q, k, v, pastKeys[i]!, pastValues[i]!, mask),
   );
   // lm_head only on the rows asked for: generation needs the last one (a 7B prompt's 320 rows of logits are
   // 84 GFLOP and a 41 MB output), teacher forcing and dumps all of them.

@@ -1,7 +1,7 @@
 import { LisaError } from '../errors.js';
 import { Graph } from '../graph/graph.js';
 import type { Value } from '../graph/ir.js';
-import { attention, F32_MIN } from '../graph/nn.js';
+import { attention, F32_MIN, mergeHeads, splitHeads } from '../graph/nn.js';
 import { f32, hostTensor, type HostTensor } from '../graph/tensor.js';
 import { IGNORE_INDEX } from '../inference/multimodal.js';
 import type { LisaModel } from '../models/lisa.js';
@@ -270,7 +270,20 @@ export function buildTrainForward(
 
   const table = g.concat([embedRows, g.reshape(imageFeatures, [-1, h]), g.constant('float32', [1, h], new Float32Array(h))], 0);
   const embeds = g.gather(table, spliceIndex, 0); // [C, S, H]
-  const io = llamaModel(g, llm, cfg, embeds, positionIds, (q, k, v) => attention(g, q, k, v, { causal: true, bias: attnBias }));
+  const heads = cfg.numHeads,
+    kvHeads = cfg.numKvHeads,
+    hd = cfg.hiddenSize / heads;
+  const io = llamaModel(g, llm, cfg, embeds, positionIds, (q, k, v) =>
+    mergeHeads(
+      g,
+      attention(g, splitHeads(g, q, heads, hd), splitHeads(g, k, kvHeads, hd), splitHeads(g, v, kvHeads, hd), {
+        causal: true,
+        bias: attnBias,
+      }),
+      heads,
+      hd,
+    ),
+  );
   const hiddenFlat = g.reshape(io.hidden, [-1, h]);
   const ceWeight = s.ceWeighted ? g.input('ce_weight', 'float32', [s.ceTargets]) : null;
   const ce = crossEntropy(g, lmHead(g, llm, cfg, g.gather(hiddenFlat, ceRows, 0)), ceTargets, ceWeight);
