@@ -22,8 +22,14 @@ export class KvCache {
   ) {}
 
   static empty(layers: number, kvHeads: number, headDim: number): KvCache {
-    const buf = (): Float32Array => new Float32Array(0);
-    return new KvCache(Array.from({ length: layers }, buf), Array.from({ length: layers }, buf), 0, 0, kvHeads, headDim);
+    // One zero row that mask() hides: onnxruntime faults on a zero-length axis.
+    const buf = (): Float32Array => new Float32Array(kvHeads * headDim);
+    return new KvCache(Array.from({ length: layers }, buf), Array.from({ length: layers }, buf), 0, 1, kvHeads, headDim);
+  }
+
+  /** Rows fed to the graph: the cached positions, or an empty cache's one masked row. */
+  private get fedRows(): number {
+    return Math.max(this.length, 1);
   }
 
   /** The first `length` positions (a prefix shared with a new prompt); safe to keep and reuse. */
@@ -62,21 +68,17 @@ export class KvCache {
     return [...this.keys, ...this.values].reduce((n, b) => n + b.byteLength, 0);
   }
 
-  /**
-   * Layer `layer`'s cached rows [length, kvHeads, headDim], as views of the buffers; an empty cache is one
-   * zero row that mask() hides (onnxruntime faults on a zero-length axis).
-   */
+  /** Layer `layer`'s fed rows [rows, kvHeads, headDim], as views of the buffers. */
   feed(layer: number): { key: HostTensor; value: HostTensor } {
-    const rows = Math.max(this.length, 1),
-      n = rows * this.kvHeads * this.headDim;
+    const rows = this.fedRows;
     const view = (b: Float32Array): HostTensor =>
-      f32([rows, this.kvHeads, this.headDim], this.length ? b.subarray(0, n) : new Float32Array(n));
+      f32([rows, this.kvHeads, this.headDim], b.subarray(0, rows * this.kvHeads * this.headDim));
     return { key: view(this.keys[layer]!), value: view(this.values[layer]!) };
   }
 
   /** [1, rows fed]: 0 over the cached positions; F32_MIN over an empty cache's one row. */
   mask(): HostTensor {
-    return f32([1, Math.max(this.length, 1)], new Float32Array(Math.max(this.length, 1)).fill(this.length ? 0 : F32_MIN));
+    return f32([1, this.fedRows], new Float32Array(this.fedRows).fill(this.length ? 0 : F32_MIN));
   }
 }
 
